@@ -1,1 +1,1199 @@
-//! stub
+//! AMQP 0-9-1 semantics with RabbitMQ's extensions: vhosts, exchanges, bindings, routing, queues,
+//! consumers, prefetch, acknowledgements, publisher confirms and transactions.
+//!
+//! The broker touches no socket, no clock and no thread. Each method mirrors an AMQP operation,
+//! takes the calling connection and channel, and appends what must go out (replies, deliveries,
+//! confirms, returns, cancellations) to `Effects` in the order it must be written. The server
+//! carries the effects out. Everything is deterministic, which keeps it testable without sockets.
+
+pub mod channel;
+pub mod error;
+pub mod exchange;
+pub mod headers;
+pub mod message;
+pub mod queue;
+pub mod topic;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use amqp_codec::*;
+
+pub use channel::{Channel, TxOp, Unacked};
+pub use error::{AmqpError, Result};
+pub use exchange::{Binding, Destination, Exchange, ExchangeKind};
+pub use message::Message;
+pub use queue::{Consumer, Queue, QueuedMessage};
+
+/// Identifies a client connection for the life of the process.
+pub type ConnectionId = u64;
+/// Identifies a queue incarnation (a queue deleted and declared again gets a new id).
+pub type QueueId = u64;
+
+/// The name of the direct reply-to pseudo queue.
+pub const REPLY_TO_QUEUE: &str = "amq.rabbitmq.reply-to";
+const REPLY_TO_PREFIX: &str = "amq.rabbitmq.reply-to.";
+
+/// Something for the server to send to a connection.
+#[derive(Debug, Clone)]
+pub enum Outbound {
+    Method { channel: u16, method: Method },
+    Deliver { channel: u16, consumer_tag: Arc<str>, delivery_tag: u64, redelivered: bool, message: Arc<Message> },
+    GetOk { channel: u16, delivery_tag: u64, redelivered: bool, message_count: u32, message: Arc<Message> },
+    Return { channel: u16, reply_code: u16, reply_text: &'static str, message: Arc<Message> },
+    /// A publisher confirm: basic.ack (or basic.nack when `ack` is false) for one sequence number.
+    Confirm { channel: u16, delivery_tag: u64, ack: bool },
+    /// The connection must be closed by the server (e.g. its vhost was deleted).
+    CloseConnection { code: u16, text: String },
+}
+
+/// The ordered output of one or more broker calls.
+#[derive(Debug, Default)]
+pub struct Effects {
+    pub out: Vec<(ConnectionId, Outbound)>,
+}
+
+impl Effects {
+    pub fn push(&mut self, conn: ConnectionId, o: Outbound) {
+        self.out.push((conn, o));
+    }
+    pub fn reply(&mut self, conn: ConnectionId, channel: u16, method: impl Into<Method>) {
+        self.out.push((conn, Outbound::Method { channel, method: method.into() }));
+    }
+}
+
+/// Limits and behaviour the broker enforces.
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    /// Consumers per channel.
+    pub consumers_per_channel_max: usize,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        BrokerConfig { consumers_per_channel_max: 65_535 }
+    }
+}
+
+#[derive(Debug)]
+pub struct Vhost {
+    pub name: String,
+    pub exchanges: HashMap<String, Exchange>,
+    pub queues: HashMap<String, QueueId>,
+}
+
+impl Vhost {
+    fn new(name: &str) -> Self {
+        let mut v = Vhost { name: name.to_owned(), exchanges: HashMap::new(), queues: HashMap::new() };
+        for (n, k) in [
+            ("", ExchangeKind::Direct),
+            ("amq.direct", ExchangeKind::Direct),
+            ("amq.fanout", ExchangeKind::Fanout),
+            ("amq.topic", ExchangeKind::Topic),
+            ("amq.headers", ExchangeKind::Headers),
+            ("amq.match", ExchangeKind::Headers),
+        ] {
+            v.exchanges.insert(n.to_owned(), Exchange::new(n, k, true, false, false, FieldTable::new()));
+        }
+        v
+    }
+
+    /// Routes through the exchange graph (exchange-to-exchange bindings and alternate exchanges),
+    /// appending the ids of every queue reached, each once.
+    pub fn route(&self, exchange: &str, routing_key: &str, message: &Message, out: &mut Vec<QueueId>) {
+        let mut headers: Option<Option<FieldTable>> = None;
+        let mut visited: Vec<&str> = Vec::new();
+        let mut pending: Vec<&str> = vec![exchange];
+        let mut dests = Vec::new();
+        while let Some(name) = pending.pop() {
+            if visited.contains(&name) {
+                continue;
+            }
+            visited.push(name);
+            let Some(x) = self.exchanges.get(name) else { continue };
+            dests.clear();
+            if name.is_empty() {
+                if let Some(&q) = self.queues.get(routing_key) {
+                    dests.push(Destination::Queue(q));
+                }
+            } else {
+                let h = if x.kind == ExchangeKind::Headers {
+                    headers.get_or_insert_with(|| message.headers()).as_ref()
+                } else {
+                    None
+                };
+                x.route(routing_key, h, &mut dests);
+            }
+            if dests.is_empty() {
+                if let Some(ae) = x.alternate_exchange() {
+                    if let Some((k, _)) = self.exchanges.get_key_value(ae) {
+                        pending.push(k.as_str());
+                    }
+                }
+            }
+            for d in dests.drain(..) {
+                match d {
+                    Destination::Queue(q) => out.push(q),
+                    Destination::Exchange(e) => {
+                        if let Some((k, _)) = self.exchanges.get_key_value(&e) {
+                            pending.push(k.as_str());
+                        }
+                    }
+                }
+            }
+        }
+        if out.len() > 1 {
+            out.sort_unstable();
+            out.dedup();
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct ConnectionState {
+    pub vhost: String,
+    pub user: String,
+    pub exclusive_queues: Vec<QueueId>,
+}
+
+/// The whole broker state of one node.
+#[derive(Debug)]
+pub struct Broker {
+    pub config: BrokerConfig,
+    pub vhosts: HashMap<String, Vhost>,
+    pub queues: HashMap<QueueId, Queue>,
+    pub connections: HashMap<ConnectionId, ConnectionState>,
+    pub channels: HashMap<(ConnectionId, u16), Channel>,
+    next_queue_id: QueueId,
+    name_counter: u64,
+    name_seed: u64,
+    /// Queues whose consumers may be able to take messages now.
+    dirty: Vec<QueueId>,
+    route_buf: Vec<QueueId>,
+}
+
+fn queue_desc(name: &str, vhost: &str) -> String {
+    format!("queue '{name}' in vhost '{vhost}'")
+}
+
+fn exchange_desc(name: &str, vhost: &str) -> String {
+    format!("exchange '{name}' in vhost '{vhost}'")
+}
+
+fn no_queue(name: &str, vhost: &str) -> AmqpError {
+    AmqpError::not_found(format!("no queue '{name}' in vhost '{vhost}'"))
+}
+
+fn no_exchange(name: &str, vhost: &str) -> AmqpError {
+    AmqpError::not_found(format!("no exchange '{name}' in vhost '{vhost}'"))
+}
+
+fn locked(name: &str, vhost: &str) -> AmqpError {
+    AmqpError::resource_locked(format!(
+        "cannot obtain exclusive access to locked queue '{name}' in vhost '{vhost}'. It could be originally declared on another connection or the exclusive property value does not match that of the original declaration."
+    ))
+}
+
+fn inequivalent(what: &str, arg: &str, name: &str, vhost: &str, received: impl std::fmt::Display, current: impl std::fmt::Display) -> AmqpError {
+    AmqpError::precondition_failed(format!(
+        "inequivalent arg '{arg}' for {what} '{name}' in vhost '{vhost}': received '{received}' but current is '{current}'"
+    ))
+}
+
+/// Queue arguments whose values RabbitMQ compares on redeclaration.
+const EQUIVALENCE_ARGS: &[&str] = &[
+    "x-expires",
+    "x-message-ttl",
+    "x-dead-letter-exchange",
+    "x-dead-letter-routing-key",
+    "x-max-length",
+    "x-max-length-bytes",
+    "x-max-priority",
+    "x-overflow",
+    "x-queue-mode",
+    "x-queue-type",
+    "x-single-active-consumer",
+    "x-delivery-limit",
+];
+
+fn describe_value(v: Option<&FieldValue>) -> String {
+    match v {
+        None => "none".to_owned(),
+        Some(v) => match v.as_i64() {
+            Some(i) => format!("the value '{i}' of type '{}'", v.type_name()),
+            None => match v.as_str() {
+                Some(s) => format!("the value '{s}' of type '{}'", v.type_name()),
+                None => format!("a value of type '{}'", v.type_name()),
+            },
+        },
+    }
+}
+
+fn arg_equal(a: Option<&FieldValue>, b: Option<&FieldValue>) -> bool {
+    match (a, b) {
+        (None, None) => true,
+        (Some(x), Some(y)) => match (x.as_i64(), y.as_i64()) {
+            (Some(i), Some(j)) => i == j,
+            _ => x == y,
+        },
+        _ => false,
+    }
+}
+
+impl Default for Broker {
+    fn default() -> Self {
+        Broker::new(BrokerConfig::default(), 0x5eed)
+    }
+}
+
+impl Broker {
+    /// A broker with the default vhost "/". `name_seed` varies generated names between runs.
+    pub fn new(config: BrokerConfig, name_seed: u64) -> Self {
+        let mut b = Broker {
+            config,
+            vhosts: HashMap::new(),
+            queues: HashMap::new(),
+            connections: HashMap::new(),
+            channels: HashMap::new(),
+            next_queue_id: 1,
+            name_counter: 0,
+            name_seed,
+            dirty: Vec::new(),
+            route_buf: Vec::new(),
+        };
+        b.add_vhost("/");
+        b
+    }
+
+    pub fn add_vhost(&mut self, name: &str) -> bool {
+        if self.vhosts.contains_key(name) {
+            return false;
+        }
+        self.vhosts.insert(name.to_owned(), Vhost::new(name));
+        true
+    }
+
+    /// A unique name such as `amq.gen-JzTY20BRgKO-HjmUJj0wLg` (22 URL-safe base64 characters).
+    fn generate_name(&mut self, prefix: &str) -> String {
+        const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        self.name_counter += 1;
+        let mut x = self.name_seed ^ self.name_counter.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let mut y = self.name_counter ^ self.name_seed.rotate_left(17);
+        let mut s = String::with_capacity(prefix.len() + 22);
+        s.push_str(prefix);
+        for i in 0..22 {
+            // splitmix64 steps: well spread, and unique because the counter is mixed in.
+            x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = x ^ y;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^= z >> 31;
+            y = y.wrapping_add(i);
+            s.push(ALPHABET[(z & 63) as usize] as char);
+        }
+        s
+    }
+
+    // ---- connections and channels -------------------------------------------------------------
+
+    /// connection.open: binds the connection to a vhost. 530 NOT_ALLOWED when it does not exist.
+    pub fn connection_open(&mut self, conn: ConnectionId, vhost: &str, user: &str) -> Result<()> {
+        if !self.vhosts.contains_key(vhost) {
+            return Err(AmqpError::not_allowed(format!("vhost {vhost} not found")));
+        }
+        self.connections.insert(
+            conn,
+            ConnectionState { vhost: vhost.to_owned(), user: user.to_owned(), exclusive_queues: Vec::new() },
+        );
+        Ok(())
+    }
+
+    /// The connection is gone: close its channels (requeueing their unacked messages) and delete
+    /// its exclusive queues.
+    pub fn connection_closed(&mut self, conn: ConnectionId, effects: &mut Effects) {
+        let mut chans: Vec<u16> = self.channels.keys().filter(|(c, _)| *c == conn).map(|(_, ch)| *ch).collect();
+        chans.sort_unstable();
+        for ch in chans {
+            self.channel_closed(conn, ch, effects);
+        }
+        if let Some(state) = self.connections.remove(&conn) {
+            for q in state.exclusive_queues {
+                self.delete_queue_by_id(q, effects);
+            }
+        }
+        self.run_dispatch(effects);
+    }
+
+    pub fn channel_open(&mut self, conn: ConnectionId, channel: u16) {
+        self.channels.insert((conn, channel), Channel::new());
+    }
+
+    /// The channel is closed: requeue its unacked messages and remove its consumers.
+    pub fn channel_closed(&mut self, conn: ConnectionId, channel: u16, effects: &mut Effects) {
+        let Some(mut ch) = self.channels.remove(&(conn, channel)) else { return };
+        // Requeue newest first so each lands in front of the later ones already back.
+        while let Some(u) = ch.unacked.pop_back() {
+            if let Some(q) = self.queues.get_mut(&u.queue) {
+                q.unacked_count -= 1;
+                q.requeue(u.entry);
+                self.dirty.push(u.queue);
+            }
+        }
+        for (tag, qid) in ch.consumers.drain() {
+            self.remove_consumer(qid, conn, channel, &tag, effects);
+        }
+        self.run_dispatch(effects);
+    }
+
+    fn vhost_of(&self, conn: ConnectionId) -> Result<&str> {
+        self.connections
+            .get(&conn)
+            .map(|c| c.vhost.as_str())
+            .ok_or_else(|| AmqpError::channel_error("connection not open"))
+    }
+
+    fn channel_mut(&mut self, conn: ConnectionId, channel: u16) -> Result<&mut Channel> {
+        self.channels
+            .get_mut(&(conn, channel))
+            .ok_or_else(|| AmqpError::channel_error(format!("channel {channel} not open")))
+    }
+
+    // ---- method dispatch ------------------------------------------------------------------------
+
+    /// Applies one content-less method received on an open channel.
+    pub fn handle(&mut self, conn: ConnectionId, channel: u16, method: Method, effects: &mut Effects) -> Result<()> {
+        let r = self.handle_inner(conn, channel, method, effects);
+        self.run_dispatch(effects);
+        r
+    }
+
+    fn handle_inner(&mut self, conn: ConnectionId, ch: u16, method: Method, fx: &mut Effects) -> Result<()> {
+        match method {
+            Method::ExchangeDeclare(m) => self.exchange_declare(conn, ch, m, fx),
+            Method::ExchangeDelete(m) => self.exchange_delete(conn, ch, m, fx),
+            Method::ExchangeBind(m) => {
+                self.exchange_bind(conn, &m.source, &m.destination, &m.routing_key, m.arguments, true)?;
+                if !m.nowait {
+                    fx.reply(conn, ch, ExchangeBindOk);
+                }
+                Ok(())
+            }
+            Method::ExchangeUnbind(m) => {
+                self.exchange_bind(conn, &m.source, &m.destination, &m.routing_key, m.arguments, false)?;
+                if !m.nowait {
+                    fx.reply(conn, ch, ExchangeUnbindOk);
+                }
+                Ok(())
+            }
+            Method::QueueDeclare(m) => self.queue_declare(conn, ch, m, fx),
+            Method::QueueBind(m) => {
+                self.queue_bind(conn, &m.queue, &m.exchange, &m.routing_key, m.arguments, true)?;
+                if !m.nowait {
+                    fx.reply(conn, ch, QueueBindOk);
+                }
+                Ok(())
+            }
+            Method::QueueUnbind(m) => {
+                self.queue_bind(conn, &m.queue, &m.exchange, &m.routing_key, m.arguments, false)?;
+                fx.reply(conn, ch, QueueUnbindOk);
+                Ok(())
+            }
+            Method::QueuePurge(m) => {
+                let qid = self.find_queue(conn, &m.queue)?;
+                let n = self.queues.get_mut(&qid).map(|q| q.purge()).unwrap_or(0);
+                if !m.nowait {
+                    fx.reply(conn, ch, QueuePurgeOk { message_count: n as u32 });
+                }
+                Ok(())
+            }
+            Method::QueueDelete(m) => self.queue_delete(conn, ch, m, fx),
+            Method::BasicQos(m) => {
+                if m.prefetch_size != 0 {
+                    return Err(AmqpError::not_implemented(format!("prefetch_size!=0 ({})", m.prefetch_size)));
+                }
+                let c = self.channel_mut(conn, ch)?;
+                if m.global {
+                    c.global_prefetch = m.prefetch_count;
+                } else {
+                    c.prefetch_count = m.prefetch_count;
+                }
+                let queues: Vec<QueueId> = c.consumers.values().copied().collect();
+                self.dirty.extend(queues);
+                fx.reply(conn, ch, BasicQosOk);
+                Ok(())
+            }
+            Method::BasicConsume(m) => self.basic_consume(conn, ch, m, fx),
+            Method::BasicCancel(m) => {
+                let c = self.channel_mut(conn, ch)?;
+                let tag: Arc<str> = m.consumer_tag.as_str().into();
+                let qid = c.consumers.remove(&tag);
+                if c.reply_consumer.as_deref() == Some(&*tag) {
+                    c.reply_consumer = None;
+                }
+                if let Some(qid) = qid {
+                    self.remove_consumer(qid, conn, ch, &tag, fx);
+                }
+                if !m.nowait {
+                    fx.reply(conn, ch, BasicCancelOk { consumer_tag: m.consumer_tag });
+                }
+                Ok(())
+            }
+            Method::BasicGet(m) => self.basic_get(conn, ch, m, fx),
+            Method::BasicAck(m) => {
+                let c = self.channel_mut(conn, ch)?;
+                if let Some(tx) = c.tx.as_mut() {
+                    tx.push(TxOp::Ack { delivery_tag: m.delivery_tag, multiple: m.multiple });
+                    return Ok(());
+                }
+                self.settle(conn, ch, m.delivery_tag, m.multiple, Settle::Ack, fx)
+            }
+            Method::BasicNack(m) => {
+                let c = self.channel_mut(conn, ch)?;
+                if let Some(tx) = c.tx.as_mut() {
+                    tx.push(TxOp::Nack { delivery_tag: m.delivery_tag, multiple: m.multiple, requeue: m.requeue });
+                    return Ok(());
+                }
+                let how = if m.requeue { Settle::Requeue } else { Settle::Discard };
+                self.settle(conn, ch, m.delivery_tag, m.multiple, how, fx)
+            }
+            Method::BasicReject(m) => {
+                let c = self.channel_mut(conn, ch)?;
+                if let Some(tx) = c.tx.as_mut() {
+                    tx.push(TxOp::Nack { delivery_tag: m.delivery_tag, multiple: false, requeue: m.requeue });
+                    return Ok(());
+                }
+                let how = if m.requeue { Settle::Requeue } else { Settle::Discard };
+                self.settle(conn, ch, m.delivery_tag, false, how, fx)
+            }
+            Method::BasicRecover(_) => {
+                self.recover(conn, ch)?;
+                fx.reply(conn, ch, BasicRecoverOk);
+                Ok(())
+            }
+            Method::BasicRecoverAsync(_) => self.recover(conn, ch),
+            Method::ConfirmSelect(m) => {
+                let c = self.channel_mut(conn, ch)?;
+                if c.tx.is_some() {
+                    return Err(AmqpError::precondition_failed("cannot switch from tx to confirm mode"));
+                }
+                c.confirm = true;
+                if !m.nowait {
+                    fx.reply(conn, ch, ConfirmSelectOk);
+                }
+                Ok(())
+            }
+            Method::TxSelect(_) => {
+                let c = self.channel_mut(conn, ch)?;
+                if c.confirm {
+                    return Err(AmqpError::precondition_failed("cannot switch from confirm to tx mode"));
+                }
+                if c.tx.is_none() {
+                    c.tx = Some(Vec::new());
+                }
+                fx.reply(conn, ch, TxSelectOk);
+                Ok(())
+            }
+            Method::TxCommit(_) => {
+                let c = self.channel_mut(conn, ch)?;
+                let Some(ops) = c.tx.replace(Vec::new()) else {
+                    return Err(AmqpError::precondition_failed("channel is not transactional"));
+                };
+                for op in ops {
+                    match op {
+                        TxOp::Publish(p, msg) => self.publish_now(conn, ch, p, msg, fx)?,
+                        TxOp::Ack { delivery_tag, multiple } => {
+                            self.settle(conn, ch, delivery_tag, multiple, Settle::Ack, fx)?
+                        }
+                        TxOp::Nack { delivery_tag, multiple, requeue } => {
+                            let how = if requeue { Settle::Requeue } else { Settle::Discard };
+                            self.settle(conn, ch, delivery_tag, multiple, how, fx)?
+                        }
+                    }
+                }
+                fx.reply(conn, ch, TxCommitOk);
+                Ok(())
+            }
+            Method::TxRollback(_) => {
+                let c = self.channel_mut(conn, ch)?;
+                if c.tx.is_none() {
+                    return Err(AmqpError::precondition_failed("channel is not transactional"));
+                }
+                c.tx = Some(Vec::new());
+                fx.reply(conn, ch, TxRollbackOk);
+                Ok(())
+            }
+            Method::ChannelFlow(m) => {
+                let c = self.channel_mut(conn, ch)?;
+                c.flow_active = m.active;
+                let queues: Vec<QueueId> = c.consumers.values().copied().collect();
+                self.dirty.extend(queues);
+                fx.reply(conn, ch, ChannelFlowOk { active: m.active });
+                Ok(())
+            }
+            Method::AccessRequest(_) => {
+                fx.reply(conn, ch, AccessRequestOk { ticket: 1 });
+                Ok(())
+            }
+            other => Err(AmqpError::command_invalid(format!("unexpected method {} on channel {ch}", other.name()))),
+        }
+    }
+
+    // ---- exchanges ------------------------------------------------------------------------------
+
+    fn exchange_declare(&mut self, conn: ConnectionId, ch: u16, m: ExchangeDeclare, fx: &mut Effects) -> Result<()> {
+        let vhost_name = self.vhost_of(conn)?.to_owned();
+        let vhost = self.vhosts.get_mut(&vhost_name).ok_or_else(|| no_exchange(&m.exchange, &vhost_name))?;
+        if m.passive {
+            if !vhost.exchanges.contains_key(&m.exchange) {
+                return Err(no_exchange(&m.exchange, &vhost_name));
+            }
+        } else {
+            if m.exchange.is_empty() {
+                return Err(AmqpError::access_refused("operation not permitted on the default exchange"));
+            }
+            let kind = ExchangeKind::parse(&m.kind)
+                .ok_or_else(|| AmqpError::command_invalid(format!("invalid exchange type '{}'", m.kind)))?;
+            if let Some(x) = vhost.exchanges.get(&m.exchange) {
+                let d = |a: &str, r: &dyn std::fmt::Display, c: &dyn std::fmt::Display| {
+                    inequivalent("exchange", a, &m.exchange, &vhost_name, r, c)
+                };
+                if x.kind != kind {
+                    return Err(d("type", &m.kind, &x.kind.as_str()));
+                }
+                if x.durable != m.durable {
+                    return Err(d("durable", &m.durable, &x.durable));
+                }
+                if x.auto_delete != m.auto_delete {
+                    return Err(d("auto_delete", &m.auto_delete, &x.auto_delete));
+                }
+                if x.internal != m.internal {
+                    return Err(d("internal", &m.internal, &x.internal));
+                }
+                if x.alternate_exchange() != m.arguments.get("alternate-exchange").and_then(|v| v.as_str()) {
+                    return Err(AmqpError::precondition_failed(format!(
+                        "inequivalent arg 'alternate-exchange' for exchange '{}' in vhost '{vhost_name}': received {} but current is {}",
+                        m.exchange,
+                        describe_value(m.arguments.get("alternate-exchange")),
+                        describe_value(x.arguments.get("alternate-exchange"))
+                    )));
+                }
+            } else {
+                if m.exchange.starts_with("amq.") {
+                    return Err(AmqpError::access_refused(format!(
+                        "exchange name '{}' contains reserved prefix 'amq.*'",
+                        m.exchange
+                    )));
+                }
+                if let Some(v) = m.arguments.get("alternate-exchange") {
+                    if v.as_str().is_none() {
+                        return Err(AmqpError::precondition_failed(format!(
+                            "invalid arg 'alternate-exchange' for {}: expected a string",
+                            exchange_desc(&m.exchange, &vhost_name)
+                        )));
+                    }
+                }
+                let x = Exchange::new(&m.exchange, kind, m.durable, m.auto_delete, m.internal, m.arguments);
+                vhost.exchanges.insert(m.exchange.clone(), x);
+            }
+        }
+        if !m.nowait {
+            fx.reply(conn, ch, ExchangeDeclareOk);
+        }
+        Ok(())
+    }
+
+    fn exchange_delete(&mut self, conn: ConnectionId, ch: u16, m: ExchangeDelete, fx: &mut Effects) -> Result<()> {
+        let vhost_name = self.vhost_of(conn)?.to_owned();
+        if m.exchange.is_empty() {
+            return Err(AmqpError::access_refused("operation not permitted on the default exchange"));
+        }
+        if m.exchange.starts_with("amq.") {
+            return Err(AmqpError::access_refused(format!(
+                "exchange name '{}' contains reserved prefix 'amq.*'",
+                m.exchange
+            )));
+        }
+        let vhost = self.vhosts.get_mut(&vhost_name).ok_or_else(|| no_exchange(&m.exchange, &vhost_name))?;
+        if let Some(x) = vhost.exchanges.get(&m.exchange) {
+            let dest = Destination::Exchange(m.exchange.clone());
+            let bound_to = vhost.exchanges.values().any(|o| o.bindings.iter().any(|b| b.destination == dest));
+            if m.if_unused && (!x.bindings.is_empty() || bound_to) {
+                return Err(AmqpError::precondition_failed(format!("{} in use", exchange_desc(&m.exchange, &vhost_name))));
+            }
+            vhost.exchanges.remove(&m.exchange);
+            Self::remove_destination(vhost, &dest);
+        }
+        // RabbitMQ compat: deleting a missing exchange succeeds.
+        if !m.nowait {
+            fx.reply(conn, ch, ExchangeDeleteOk);
+        }
+        Ok(())
+    }
+
+    /// Removes every binding to `dest`, then auto-deletes exchanges that lost their last binding.
+    fn remove_destination(vhost: &mut Vhost, dest: &Destination) {
+        let mut emptied = Vec::new();
+        for x in vhost.exchanges.values_mut() {
+            if x.unbind_destination(dest) > 0 && x.auto_delete && x.bindings.is_empty() {
+                emptied.push(x.name.clone());
+            }
+        }
+        for name in emptied {
+            vhost.exchanges.remove(&name);
+            Self::remove_destination(vhost, &Destination::Exchange(name));
+        }
+    }
+
+    fn exchange_bind(
+        &mut self,
+        conn: ConnectionId,
+        source: &str,
+        destination: &str,
+        routing_key: &str,
+        arguments: FieldTable,
+        bind: bool,
+    ) -> Result<()> {
+        let vhost_name = self.vhost_of(conn)?.to_owned();
+        let vhost = self.vhosts.get_mut(&vhost_name).ok_or_else(|| no_exchange(source, &vhost_name))?;
+        if source.is_empty() || destination.is_empty() {
+            return Err(AmqpError::access_refused("operation not permitted on the default exchange"));
+        }
+        if !vhost.exchanges.contains_key(destination) {
+            return Err(no_exchange(destination, &vhost_name));
+        }
+        let x = vhost.exchanges.get_mut(source).ok_or_else(|| no_exchange(source, &vhost_name))?;
+        if x.kind == ExchangeKind::Headers {
+            headers::validate(&arguments).map_err(AmqpError::precondition_failed)?;
+        }
+        let b = Binding { destination: Destination::Exchange(destination.to_owned()), routing_key: routing_key.to_owned(), arguments };
+        if bind {
+            x.bind(b);
+        } else if x.unbind(&b) && x.auto_delete && x.bindings.is_empty() {
+            let name = x.name.clone();
+            vhost.exchanges.remove(&name);
+            Self::remove_destination(vhost, &Destination::Exchange(name));
+        }
+        Ok(())
+    }
+
+    // ---- queues ---------------------------------------------------------------------------------
+
+    /// Finds a queue by name for the connection, enforcing exclusivity.
+    fn find_queue(&self, conn: ConnectionId, name: &str) -> Result<QueueId> {
+        let vhost = self.vhost_of(conn)?;
+        let qid = *self.vhosts.get(vhost).and_then(|v| v.queues.get(name)).ok_or_else(|| no_queue(name, vhost))?;
+        let q = &self.queues[&qid];
+        if let Some(owner) = q.exclusive_owner {
+            if owner != conn {
+                return Err(locked(name, vhost));
+            }
+        }
+        Ok(qid)
+    }
+
+    fn queue_declare(&mut self, conn: ConnectionId, ch: u16, m: QueueDeclare, fx: &mut Effects) -> Result<()> {
+        let vhost_name = self.vhost_of(conn)?.to_owned();
+        let name = if m.queue.is_empty() && !m.passive { self.generate_name("amq.gen-") } else { m.queue.clone() };
+        let existing = self.vhosts.get(&vhost_name).and_then(|v| v.queues.get(&name)).copied();
+        let (message_count, consumer_count) = match existing {
+            Some(qid) => {
+                let q = &self.queues[&qid];
+                if let Some(owner) = q.exclusive_owner {
+                    if owner != conn {
+                        return Err(locked(&name, &vhost_name));
+                    }
+                }
+                if !m.passive {
+                    let d = |a: &str, r: bool, c: bool| inequivalent("queue", a, &name, &vhost_name, r, c);
+                    if q.durable != m.durable {
+                        return Err(d("durable", m.durable, q.durable));
+                    }
+                    if q.exclusive_owner.is_some() != m.exclusive {
+                        return Err(d("exclusive", m.exclusive, q.exclusive_owner.is_some()));
+                    }
+                    if q.auto_delete != m.auto_delete {
+                        return Err(d("auto_delete", m.auto_delete, q.auto_delete));
+                    }
+                    for key in EQUIVALENCE_ARGS {
+                        let (r, c) = (m.arguments.get(key), q.arguments.get(key));
+                        if !arg_equal(r, c) {
+                            return Err(AmqpError::precondition_failed(format!(
+                                "inequivalent arg '{key}' for {}: received {} but current is {}",
+                                queue_desc(&name, &vhost_name),
+                                describe_value(r),
+                                describe_value(c)
+                            )));
+                        }
+                    }
+                }
+                (q.message_count(), q.consumer_count())
+            }
+            None if m.passive => return Err(no_queue(&name, &vhost_name)),
+            None => {
+                if name.starts_with("amq.") && !m.queue.is_empty() {
+                    return Err(AmqpError::access_refused(format!(
+                        "queue name '{name}' contains reserved prefix 'amq.*'"
+                    )));
+                }
+                validate_queue_arguments(&m.arguments, &name, &vhost_name)?;
+                let id = self.next_queue_id;
+                self.next_queue_id += 1;
+                let owner = m.exclusive.then_some(conn);
+                let q = Queue::new(id, &vhost_name, &name, m.durable, owner, m.auto_delete, m.arguments);
+                self.queues.insert(id, q);
+                if let Some(v) = self.vhosts.get_mut(&vhost_name) {
+                    v.queues.insert(name.clone(), id);
+                }
+                if m.exclusive {
+                    if let Some(c) = self.connections.get_mut(&conn) {
+                        c.exclusive_queues.push(id);
+                    }
+                }
+                (0, 0)
+            }
+        };
+        if !m.nowait {
+            fx.reply(conn, ch, QueueDeclareOk { queue: name, message_count, consumer_count });
+        }
+        Ok(())
+    }
+
+    fn queue_bind(
+        &mut self,
+        conn: ConnectionId,
+        queue: &str,
+        exchange: &str,
+        routing_key: &str,
+        arguments: FieldTable,
+        bind: bool,
+    ) -> Result<()> {
+        let vhost_name = self.vhost_of(conn)?.to_owned();
+        let qid = self.find_queue(conn, queue)?;
+        if exchange.is_empty() {
+            return Err(AmqpError::access_refused(format!(
+                "operation not permitted on the default exchange"
+            )));
+        }
+        let vhost = self.vhosts.get_mut(&vhost_name).ok_or_else(|| no_exchange(exchange, &vhost_name))?;
+        let x = vhost.exchanges.get_mut(exchange).ok_or_else(|| no_exchange(exchange, &vhost_name))?;
+        if x.kind == ExchangeKind::Headers && bind {
+            headers::validate(&arguments).map_err(AmqpError::precondition_failed)?;
+        }
+        let b = Binding { destination: Destination::Queue(qid), routing_key: routing_key.to_owned(), arguments };
+        if bind {
+            x.bind(b);
+        } else if x.unbind(&b) && x.auto_delete && x.bindings.is_empty() {
+            let name = x.name.clone();
+            vhost.exchanges.remove(&name);
+            Self::remove_destination(vhost, &Destination::Exchange(name));
+        }
+        Ok(())
+    }
+
+    fn queue_delete(&mut self, conn: ConnectionId, ch: u16, m: QueueDelete, fx: &mut Effects) -> Result<()> {
+        let vhost_name = self.vhost_of(conn)?.to_owned();
+        let qid = match self.find_queue(conn, &m.queue) {
+            Ok(q) => q,
+            // RabbitMQ compat: deleting a missing queue succeeds with a count of 0.
+            Err(e) if e.code == amqp_codec::reply::NOT_FOUND => {
+                if !m.nowait {
+                    fx.reply(conn, ch, QueueDeleteOk { message_count: 0 });
+                }
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
+        let q = &self.queues[&qid];
+        if m.if_unused && !q.consumers.is_empty() {
+            return Err(AmqpError::precondition_failed(format!("{} in use", queue_desc(&m.queue, &vhost_name))));
+        }
+        if m.if_empty && !q.ready.is_empty() {
+            return Err(AmqpError::precondition_failed(format!("{} not empty", queue_desc(&m.queue, &vhost_name))));
+        }
+        let n = self.delete_queue_by_id(qid, fx);
+        if !m.nowait {
+            fx.reply(conn, ch, QueueDeleteOk { message_count: n as u32 });
+        }
+        Ok(())
+    }
+
+    /// Deletes a queue: bindings go, consumers are told with basic.cancel. Returns its ready count.
+    pub fn delete_queue_by_id(&mut self, qid: QueueId, fx: &mut Effects) -> usize {
+        let Some(q) = self.queues.remove(&qid) else { return 0 };
+        if let Some(v) = self.vhosts.get_mut(&q.vhost) {
+            v.queues.remove(&q.name);
+            Self::remove_destination(v, &Destination::Queue(qid));
+        }
+        if let Some(owner) = q.exclusive_owner {
+            if let Some(c) = self.connections.get_mut(&owner) {
+                c.exclusive_queues.retain(|x| *x != qid);
+            }
+        }
+        for c in &q.consumers {
+            if let Some(chan) = self.channels.get_mut(&(c.conn, c.channel)) {
+                chan.consumers.remove(&c.tag);
+                // Spec ext (consumer_cancel_notify): tell the consumer its queue is gone.
+                fx.reply(c.conn, c.channel, BasicCancel { consumer_tag: c.tag.to_string(), nowait: true });
+            }
+        }
+        q.ready.len()
+    }
+
+    // ---- consuming ------------------------------------------------------------------------------
+
+    fn basic_consume(&mut self, conn: ConnectionId, ch: u16, m: BasicConsume, fx: &mut Effects) -> Result<()> {
+        let tag: Arc<str> =
+            if m.consumer_tag.is_empty() { self.generate_name("amq.ctag-").into() } else { m.consumer_tag.as_str().into() };
+        {
+            let max = self.config.consumers_per_channel_max;
+            let c = self.channel_mut(conn, ch)?;
+            if c.consumers.contains_key(&tag) || c.reply_consumer.as_deref() == Some(&*tag) {
+                return Err(AmqpError::not_allowed(format!("attempt to reuse consumer tag '{tag}'")));
+            }
+            if c.consumers.len() >= max {
+                return Err(AmqpError::not_allowed(format!("consumer limit of {max} per channel reached")));
+            }
+        }
+        if m.queue == REPLY_TO_QUEUE {
+            if !m.no_ack {
+                return Err(AmqpError::precondition_failed("reply consumer cannot acknowledge"));
+            }
+            let c = self.channel_mut(conn, ch)?;
+            if c.reply_consumer.is_some() {
+                return Err(AmqpError::precondition_failed("reply consumer already set"));
+            }
+            c.reply_consumer = Some(tag.clone());
+            if !m.nowait {
+                fx.reply(conn, ch, BasicConsumeOk { consumer_tag: tag.to_string() });
+            }
+            return Ok(());
+        }
+        let vhost = self.vhost_of(conn)?.to_owned();
+        let qid = self.find_queue(conn, &m.queue)?;
+        let prefetch_count = self.channels.get(&(conn, ch)).map(|c| c.prefetch_count).unwrap_or(0);
+        let q = self.queues.get_mut(&qid).ok_or_else(|| no_queue(&m.queue, &vhost))?;
+        if q.has_exclusive_consumer() || (m.exclusive && !q.consumers.is_empty()) {
+            return Err(AmqpError::access_refused(format!("{} in exclusive use", queue_desc(&m.queue, &vhost))));
+        }
+        q.consumers.push(Consumer {
+            conn,
+            channel: ch,
+            tag: tag.clone(),
+            no_ack: m.no_ack,
+            exclusive: m.exclusive,
+            prefetch_count,
+            unacked: 0,
+            arguments: m.arguments,
+        });
+        q.had_consumer = true;
+        if let Some(c) = self.channels.get_mut(&(conn, ch)) {
+            c.consumers.insert(tag.clone(), qid);
+        }
+        if !m.nowait {
+            fx.reply(conn, ch, BasicConsumeOk { consumer_tag: tag.to_string() });
+        }
+        self.dirty.push(qid);
+        Ok(())
+    }
+
+    fn remove_consumer(&mut self, qid: QueueId, conn: ConnectionId, ch: u16, tag: &str, fx: &mut Effects) {
+        let Some(q) = self.queues.get_mut(&qid) else { return };
+        q.consumers.retain(|c| !(c.conn == conn && c.channel == ch && &*c.tag == tag));
+        if q.next_consumer >= q.consumers.len() {
+            q.next_consumer = 0;
+        }
+        if q.auto_delete && q.had_consumer && q.consumers.is_empty() {
+            self.delete_queue_by_id(qid, fx);
+        }
+    }
+
+    fn basic_get(&mut self, conn: ConnectionId, ch: u16, m: BasicGet, fx: &mut Effects) -> Result<()> {
+        let qid = self.find_queue(conn, &m.queue)?;
+        let Some(q) = self.queues.get_mut(&qid) else { return Ok(()) };
+        let Some(entry) = q.pop() else {
+            fx.reply(conn, ch, BasicGetEmpty { cluster_id: String::new() });
+            return Ok(());
+        };
+        let message_count = q.message_count();
+        if !m.no_ack {
+            q.unacked_count += 1;
+        }
+        let c = self.channel_mut(conn, ch)?;
+        let delivery_tag = c.next_tag();
+        let (message, redelivered) = (entry.message.clone(), entry.redelivered);
+        if !m.no_ack {
+            c.unacked.push_back(Unacked { delivery_tag, queue: qid, entry, consumer_tag: None });
+        }
+        fx.push(conn, Outbound::GetOk { channel: ch, delivery_tag, redelivered, message_count, message });
+        Ok(())
+    }
+
+    fn settle(&mut self, conn: ConnectionId, ch: u16, delivery_tag: u64, multiple: bool, how: Settle, _fx: &mut Effects) -> Result<()> {
+        let c = self.channel_mut(conn, ch)?;
+        let Some(done) = c.take_unacked(delivery_tag, multiple) else {
+            return Err(AmqpError::precondition_failed(format!("unknown delivery tag {delivery_tag}")));
+        };
+        c.consumer_unacked -= done.iter().filter(|u| u.consumer_tag.is_some()).count() as u32;
+        for u in done.into_iter().rev() {
+            let Some(q) = self.queues.get_mut(&u.queue) else { continue };
+            q.unacked_count -= 1;
+            if let Some(tag) = &u.consumer_tag {
+                if let Some(cons) = q.consumer_mut(conn, ch, tag) {
+                    cons.unacked -= 1;
+                }
+            }
+            if how == Settle::Requeue {
+                q.requeue(u.entry);
+            }
+            self.dirty.push(u.queue);
+        }
+        Ok(())
+    }
+
+    fn recover(&mut self, conn: ConnectionId, ch: u16) -> Result<()> {
+        let c = self.channel_mut(conn, ch)?;
+        let all: Vec<Unacked> = c.unacked.drain(..).collect();
+        c.consumer_unacked = 0;
+        for u in all.into_iter().rev() {
+            let Some(q) = self.queues.get_mut(&u.queue) else { continue };
+            q.unacked_count -= 1;
+            if let Some(tag) = &u.consumer_tag {
+                if let Some(cons) = q.consumer_mut(conn, ch, tag) {
+                    cons.unacked -= 1;
+                }
+            }
+            q.requeue(u.entry);
+            self.dirty.push(u.queue);
+        }
+        Ok(())
+    }
+
+    // ---- publishing -----------------------------------------------------------------------------
+
+    /// basic.publish with its content. Confirms, returns and deliveries go into `effects`.
+    pub fn publish(&mut self, conn: ConnectionId, ch: u16, p: BasicPublish, message: Message, fx: &mut Effects) -> Result<()> {
+        let r = self.publish_checked(conn, ch, p, message, fx);
+        self.run_dispatch(fx);
+        r
+    }
+
+    fn publish_checked(&mut self, conn: ConnectionId, ch: u16, p: BasicPublish, mut message: Message, fx: &mut Effects) -> Result<()> {
+        if p.immediate {
+            return Err(AmqpError::not_implemented("immediate=true"));
+        }
+        let state = self.connections.get(&conn).ok_or_else(|| AmqpError::channel_error("connection not open"))?;
+        let vhost = self.vhosts.get(&state.vhost).ok_or_else(|| no_exchange(&p.exchange, &state.vhost))?;
+        let Some(x) = vhost.exchanges.get(&p.exchange) else {
+            return Err(no_exchange(&p.exchange, &vhost.name));
+        };
+        if x.internal {
+            return Err(AmqpError::access_refused(format!(
+                "cannot publish to internal {}",
+                exchange_desc(&p.exchange, &vhost.name)
+            )));
+        }
+        if let Some(uid) = message.user_id() {
+            if uid != state.user.as_bytes() {
+                return Err(AmqpError::precondition_failed(format!(
+                    "user_id property set to '{}' but authenticated user was '{}'",
+                    String::from_utf8_lossy(uid),
+                    state.user
+                )));
+            }
+        }
+        if message.reply_to() == Some(REPLY_TO_QUEUE.as_bytes()) {
+            let c = self.channels.get(&(conn, ch)).ok_or_else(|| AmqpError::channel_error("channel not open"))?;
+            if c.reply_consumer.is_none() {
+                return Err(AmqpError::precondition_failed("fast reply consumer does not exist"));
+            }
+            message = rewrite_reply_to(message, &format!("{REPLY_TO_PREFIX}{conn}.{ch}"));
+        }
+        let c = self.channel_mut(conn, ch)?;
+        if let Some(tx) = c.tx.as_mut() {
+            tx.push(TxOp::Publish(p, message));
+            return Ok(());
+        }
+        self.publish_now(conn, ch, p, message, fx)
+    }
+
+    fn publish_now(&mut self, conn: ConnectionId, ch: u16, p: BasicPublish, message: Message, fx: &mut Effects) -> Result<()> {
+        let seq = {
+            let c = self.channel_mut(conn, ch)?;
+            if c.confirm {
+                c.next_publish_seq += 1;
+                Some(c.next_publish_seq)
+            } else {
+                None
+            }
+        };
+        let vhost_name = self.vhost_of(conn)?;
+        let vhost = self.vhosts.get(vhost_name).ok_or_else(|| AmqpError::channel_error("vhost gone"))?;
+        let message = Arc::new(message);
+        let mut routed = std::mem::take(&mut self.route_buf);
+        routed.clear();
+        let mut delivered_direct = false;
+        if p.exchange.is_empty() && p.routing_key.starts_with(REPLY_TO_PREFIX) {
+            delivered_direct = self.deliver_reply(&p.routing_key[REPLY_TO_PREFIX.len()..], &message, fx);
+        } else {
+            vhost.route(&p.exchange, &p.routing_key, &message, &mut routed);
+        }
+        if routed.is_empty() && !delivered_direct && p.mandatory {
+            fx.push(conn, Outbound::Return { channel: ch, reply_code: reply::NO_ROUTE, reply_text: "NO_ROUTE", message: message.clone() });
+        }
+        for &qid in &routed {
+            if let Some(q) = self.queues.get_mut(&qid) {
+                q.push(message.clone());
+                self.dirty.push(qid);
+            }
+        }
+        self.route_buf = routed;
+        if let Some(seq) = seq {
+            fx.push(conn, Outbound::Confirm { channel: ch, delivery_tag: seq, ack: true });
+        }
+        Ok(())
+    }
+
+    /// Direct reply-to: deliver straight to the consumer named by the token, if it still exists.
+    fn deliver_reply(&mut self, token: &str, message: &Arc<Message>, fx: &mut Effects) -> bool {
+        let mut parts = token.splitn(2, '.');
+        let (Some(Ok(conn)), Some(Ok(ch))) = (parts.next().map(str::parse::<u64>), parts.next().map(str::parse::<u16>))
+        else {
+            return false;
+        };
+        let Some(c) = self.channels.get_mut(&(conn, ch)) else { return false };
+        let Some(tag) = c.reply_consumer.clone() else { return false };
+        let delivery_tag = c.next_tag();
+        fx.push(
+            conn,
+            Outbound::Deliver { channel: ch, consumer_tag: tag, delivery_tag, redelivered: false, message: message.clone() },
+        );
+        true
+    }
+
+    // ---- delivery -------------------------------------------------------------------------------
+
+    fn run_dispatch(&mut self, fx: &mut Effects) {
+        while let Some(qid) = self.dirty.pop() {
+            self.dispatch(qid, fx);
+        }
+    }
+
+    /// Hands ready messages to consumers that can take them, round-robin, honouring prefetch and
+    /// channel flow.
+    fn dispatch(&mut self, qid: QueueId, fx: &mut Effects) {
+        let Some(q) = self.queues.get_mut(&qid) else { return };
+        let n = q.consumers.len();
+        if n == 0 {
+            return;
+        }
+        while !q.ready.is_empty() {
+            let mut chosen = None;
+            for i in 0..n {
+                let idx = (q.next_consumer + i) % n;
+                let c = &q.consumers[idx];
+                if !c.no_ack && c.prefetch_count != 0 && c.unacked >= c.prefetch_count as u32 {
+                    continue;
+                }
+                let Some(chan) = self.channels.get(&(c.conn, c.channel)) else { continue };
+                if !chan.flow_active || (!c.no_ack && !chan.can_deliver()) {
+                    continue;
+                }
+                chosen = Some(idx);
+                break;
+            }
+            let Some(idx) = chosen else { break };
+            q.next_consumer = (idx + 1) % n;
+            let Some(entry) = q.pop() else { break };
+            let cons = &mut q.consumers[idx];
+            let Some(chan) = self.channels.get_mut(&(cons.conn, cons.channel)) else { break };
+            let delivery_tag = chan.next_tag();
+            let out = Outbound::Deliver {
+                channel: cons.channel,
+                consumer_tag: cons.tag.clone(),
+                delivery_tag,
+                redelivered: entry.redelivered,
+                message: entry.message.clone(),
+            };
+            if !cons.no_ack {
+                cons.unacked += 1;
+                chan.consumer_unacked += 1;
+                q.unacked_count += 1;
+                chan.unacked.push_back(Unacked { delivery_tag, queue: qid, entry, consumer_tag: Some(cons.tag.clone()) });
+            }
+            fx.push(cons.conn, out);
+        }
+        q.invariants();
+    }
+
+    // ---- inspection -----------------------------------------------------------------------------
+
+    pub fn queue(&self, vhost: &str, name: &str) -> Option<&Queue> {
+        let id = self.vhosts.get(vhost)?.queues.get(name)?;
+        self.queues.get(id)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Settle {
+    Ack,
+    Requeue,
+    Discard,
+}
+
+/// Returns the message with its reply_to property replaced (direct reply-to).
+fn rewrite_reply_to(message: Message, reply_to: &str) -> Message {
+    let Ok(mut props) = BasicProperties::decode(&message.properties) else { return message };
+    props.reply_to = Some(reply_to.to_owned());
+    let Ok(raw) = props.to_bytes() else { return message };
+    let summary = PropertiesSummary::scan(&raw).unwrap_or(message.summary);
+    Message { properties: raw, summary, ..message }
+}
+
+/// Checks the types and ranges of the queue arguments RabbitMQ validates at declare.
+fn validate_queue_arguments(args: &FieldTable, name: &str, vhost: &str) -> Result<()> {
+    let bad = |key: &str, why: String| {
+        AmqpError::precondition_failed(format!("invalid arg '{key}' for {}: {why}", queue_desc(name, vhost)))
+    };
+    for (key, v) in args.iter() {
+        match key {
+            "x-message-ttl" | "x-expires" | "x-max-length" | "x-max-length-bytes" | "x-delivery-limit" => {
+                let Some(i) = v.as_i64() else {
+                    return Err(bad(key, format!("{{unacceptable_type,{}}}", v.type_name())));
+                };
+                let min = if key == "x-expires" { 1 } else { 0 };
+                if i < min {
+                    return Err(bad(key, format!("{{value_negative,{i}}}")));
+                }
+            }
+            "x-max-priority" => {
+                let Some(i) = v.as_i64() else {
+                    return Err(bad(key, format!("{{unacceptable_type,{}}}", v.type_name())));
+                };
+                if !(0..=255).contains(&i) {
+                    return Err(bad(key, format!("{{value_out_of_range,{i}}}")));
+                }
+            }
+            "x-dead-letter-exchange" | "x-dead-letter-routing-key" => {
+                if v.as_str().is_none() {
+                    return Err(bad(key, format!("{{unacceptable_type,{}}}", v.type_name())));
+                }
+            }
+            "x-overflow" => match v.as_str() {
+                Some("drop-head" | "reject-publish" | "reject-publish-dlx") => {}
+                _ => return Err(bad(key, "{unacceptable_value}".to_owned())),
+            },
+            "x-queue-type" => match v.as_str() {
+                Some("classic" | "quorum" | "stream") => {}
+                Some(other) => {
+                    return Err(bad(key, format!("{{unsupported_queue_type,{other}}}")));
+                }
+                None => return Err(bad(key, format!("{{unacceptable_type,{}}}", v.type_name()))),
+            },
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,88 @@
+//! The broker's side of an AMQP channel: delivery tags, unacknowledged deliveries, prefetch,
+//! publisher-confirm sequence numbers, and the transaction buffer. Protocol framing state
+//! (content assembly, open/closing) belongs to the server.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use amqp_codec::BasicPublish;
+
+use crate::message::Message;
+use crate::queue::QueuedMessage;
+use crate::QueueId;
+
+/// A delivery awaiting ack, nack or reject.
+#[derive(Debug, Clone)]
+pub struct Unacked {
+    pub delivery_tag: u64,
+    pub queue: QueueId,
+    pub entry: QueuedMessage,
+    /// None for basic.get deliveries.
+    pub consumer_tag: Option<Arc<str>>,
+}
+
+/// What a transaction holds until commit.
+#[derive(Debug, Clone)]
+pub enum TxOp {
+    Publish(BasicPublish, Message),
+    Ack { delivery_tag: u64, multiple: bool },
+    Nack { delivery_tag: u64, multiple: bool, requeue: bool },
+}
+
+#[derive(Debug, Default)]
+pub struct Channel {
+    pub next_delivery_tag: u64,
+    /// Sorted by delivery tag, since tags only grow.
+    pub unacked: VecDeque<Unacked>,
+    /// Unacked deliveries to consumers (not basic.get), counted against `global_prefetch`.
+    pub consumer_unacked: u32,
+    /// basic.qos global=false: applies to consumers started after it.
+    pub prefetch_count: u16,
+    /// basic.qos global=true: shared by all consumers of the channel.
+    pub global_prefetch: u16,
+    pub consumers: HashMap<Arc<str>, QueueId>,
+    /// The tag of this channel's direct reply-to consumer, if any.
+    pub reply_consumer: Option<Arc<str>>,
+    pub confirm: bool,
+    pub next_publish_seq: u64,
+    pub tx: Option<Vec<TxOp>>,
+    /// channel.flow: false stops deliveries.
+    pub flow_active: bool,
+}
+
+impl Channel {
+    pub fn new() -> Self {
+        Channel { flow_active: true, ..Default::default() }
+    }
+
+    pub fn next_tag(&mut self) -> u64 {
+        self.next_delivery_tag += 1;
+        self.next_delivery_tag
+    }
+
+    /// True when channel-wide limits let one more delivery through.
+    pub fn can_deliver(&self) -> bool {
+        self.flow_active && (self.global_prefetch == 0 || self.consumer_unacked < self.global_prefetch as u32)
+    }
+
+    /// Removes and returns the deliveries an ack/nack of `delivery_tag` settles, or None when the
+    /// tag is unknown. Tag 0 with `multiple` means every outstanding delivery.
+    pub fn take_unacked(&mut self, delivery_tag: u64, multiple: bool) -> Option<Vec<Unacked>> {
+        if multiple {
+            if delivery_tag == 0 {
+                return Some(self.unacked.drain(..).collect());
+            }
+            if delivery_tag > self.next_delivery_tag {
+                return None;
+            }
+            let n = self.unacked.partition_point(|u| u.delivery_tag <= delivery_tag);
+            if n == 0 {
+                return None;
+            }
+            Some(self.unacked.drain(..n).collect())
+        } else {
+            let i = self.unacked.binary_search_by_key(&delivery_tag, |u| u.delivery_tag).ok()?;
+            self.unacked.remove(i).map(|u| vec![u])
+        }
+    }
+}

@@ -1,0 +1,148 @@
+//! Exchanges, their bindings and routing. Routing is pure: given a message it returns the
+//! destinations its bindings select; following exchange-to-exchange bindings and alternate
+//! exchanges is done by `Vhost::route`.
+
+use std::collections::HashMap;
+
+use amqp_codec::FieldTable;
+
+use crate::{headers, topic, QueueId};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExchangeKind {
+    Direct,
+    Fanout,
+    Topic,
+    Headers,
+}
+
+impl ExchangeKind {
+    pub fn parse(s: &str) -> Option<ExchangeKind> {
+        Some(match s {
+            "direct" => ExchangeKind::Direct,
+            "fanout" => ExchangeKind::Fanout,
+            "topic" => ExchangeKind::Topic,
+            "headers" => ExchangeKind::Headers,
+            _ => return None,
+        })
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExchangeKind::Direct => "direct",
+            ExchangeKind::Fanout => "fanout",
+            ExchangeKind::Topic => "topic",
+            ExchangeKind::Headers => "headers",
+        }
+    }
+}
+
+/// Where a binding leads.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Destination {
+    Queue(QueueId),
+    Exchange(String),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Binding {
+    pub destination: Destination,
+    pub routing_key: String,
+    pub arguments: FieldTable,
+}
+
+#[derive(Debug, Clone)]
+pub struct Exchange {
+    pub name: String,
+    pub kind: ExchangeKind,
+    pub durable: bool,
+    pub auto_delete: bool,
+    pub internal: bool,
+    pub arguments: FieldTable,
+    pub bindings: Vec<Binding>,
+    /// Direct exchanges: routing key → indexes into `bindings`.
+    direct_index: HashMap<String, Vec<usize>>,
+}
+
+impl Exchange {
+    pub fn new(name: &str, kind: ExchangeKind, durable: bool, auto_delete: bool, internal: bool, arguments: FieldTable) -> Self {
+        Exchange {
+            name: name.to_owned(),
+            kind,
+            durable,
+            auto_delete,
+            internal,
+            arguments,
+            bindings: Vec::new(),
+            direct_index: HashMap::new(),
+        }
+    }
+
+    pub fn alternate_exchange(&self) -> Option<&str> {
+        self.arguments.get("alternate-exchange").and_then(|v| v.as_str())
+    }
+
+    /// Adds a binding; false when an identical one exists (binding is idempotent).
+    pub fn bind(&mut self, b: Binding) -> bool {
+        if self.bindings.iter().any(|x| *x == b) {
+            return false;
+        }
+        self.bindings.push(b);
+        self.reindex();
+        true
+    }
+
+    /// Removes a binding; false when there was none.
+    pub fn unbind(&mut self, b: &Binding) -> bool {
+        let before = self.bindings.len();
+        self.bindings.retain(|x| x != b);
+        let removed = self.bindings.len() != before;
+        if removed {
+            self.reindex();
+        }
+        removed
+    }
+
+    /// Removes every binding to `dest`; returns how many went.
+    pub fn unbind_destination(&mut self, dest: &Destination) -> usize {
+        let before = self.bindings.len();
+        self.bindings.retain(|x| x.destination != *dest);
+        let n = before - self.bindings.len();
+        if n > 0 {
+            self.reindex();
+        }
+        n
+    }
+
+    fn reindex(&mut self) {
+        self.direct_index.clear();
+        if self.kind == ExchangeKind::Direct {
+            for (i, b) in self.bindings.iter().enumerate() {
+                self.direct_index.entry(b.routing_key.clone()).or_default().push(i);
+            }
+        }
+    }
+
+    /// Appends the destinations bound for this routing key and headers to `out`.
+    pub fn route(&self, routing_key: &str, headers: Option<&FieldTable>, out: &mut Vec<Destination>) {
+        match self.kind {
+            ExchangeKind::Direct => {
+                if let Some(ix) = self.direct_index.get(routing_key) {
+                    out.extend(ix.iter().map(|&i| self.bindings[i].destination.clone()));
+                }
+            }
+            ExchangeKind::Fanout => out.extend(self.bindings.iter().map(|b| b.destination.clone())),
+            ExchangeKind::Topic => out.extend(
+                self.bindings
+                    .iter()
+                    .filter(|b| topic::matches(&b.routing_key, routing_key))
+                    .map(|b| b.destination.clone()),
+            ),
+            ExchangeKind::Headers => out.extend(
+                self.bindings
+                    .iter()
+                    .filter(|b| headers::matches(&b.arguments, headers))
+                    .map(|b| b.destination.clone()),
+            ),
+        }
+    }
+}
