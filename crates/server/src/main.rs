@@ -1,1 +1,52 @@
-fn main() {}
+//! `warren-server`: parses flags, binds listeners, prints one startup line, serves until SIGTERM
+//! or SIGINT.
+
+use clap::Parser;
+use warren_server::{bind, run, Config};
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("WARREN_LOG").unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let config = Config::parse();
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|e| anyhow::anyhow!("cannot create data dir {}: {e}", config.data_dir.display()))?;
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(async move {
+        let listeners = bind(&config)?;
+        let addrs: Vec<String> =
+            listeners.iter().filter_map(|l| l.local_addr().ok()).map(|a| format!("amqp={a}")).collect();
+        // The one startup line; tests and scripts read the port from it.
+        println!(
+            "warren-server {} listening: {} data_dir={}",
+            env!("CARGO_PKG_VERSION"),
+            addrs.join(" "),
+            config.data_dir.display()
+        );
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            tracing::info!("shutting down");
+            let _ = tx.send(true);
+        });
+        run(config, listeners, rx).await
+    })
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

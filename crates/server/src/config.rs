@@ -1,0 +1,72 @@
+//! Command-line flags and the limits they set. Every bound the server enforces is named here
+//! with its default, unit and flag.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Parser;
+
+/// Warren: a RabbitMQ-compatible AMQP 0-9-1 message broker.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "warren-server", version, about, long_about = None)]
+pub struct Config {
+    /// AMQP port; 0 picks a free port (reported in the startup line).
+    #[arg(long, default_value_t = 5672, env = "WARREN_PORT")]
+    pub port: u16,
+
+    /// Address to listen on; repeat for several. Default: every IPv6 and IPv4 address (dual stack),
+    /// falling back to 0.0.0.0 where IPv6 is unavailable.
+    #[arg(long = "bind", value_name = "ADDR")]
+    pub bind: Vec<std::net::IpAddr>,
+
+    /// Directory for the node's data (created when missing).
+    #[arg(long, default_value = "./warren-data", env = "WARREN_DATA_DIR")]
+    pub data_dir: PathBuf,
+
+    /// Default user created on first start (RabbitMQ's guest).
+    #[arg(long, default_value = "guest")]
+    pub default_user: String,
+
+    /// Password of the default user.
+    #[arg(long, default_value = "guest")]
+    pub default_pass: String,
+
+    /// Largest frame, in bytes, offered in connection.tune (frame_max).
+    #[arg(long, default_value_t = 131_072)]
+    pub frame_max: u32,
+
+    /// Most channels per connection offered in connection.tune (channel_max).
+    #[arg(long, default_value_t = 2047)]
+    pub channel_max: u16,
+
+    /// Heartbeat interval in seconds offered in connection.tune; 0 disables.
+    #[arg(long = "heartbeat", default_value_t = 60)]
+    pub heartbeat_secs: u16,
+
+    /// Largest message body in bytes; larger publishes are refused with 406 (max 512 MiB).
+    #[arg(long, default_value_t = 16 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(1..=536_870_912))]
+    pub max_message_size: u64,
+
+    /// Seconds a client has to complete the AMQP handshake.
+    #[arg(long = "handshake-timeout", default_value_t = 10)]
+    pub handshake_timeout_secs: u64,
+
+    /// Most client connections at once; more are refused.
+    #[arg(long, default_value_t = 65_536)]
+    pub connection_max: usize,
+}
+
+impl Config {
+    /// Parses from explicit arguments (tests) rather than the process's.
+    pub fn from_args<I, T>(args: I) -> Self
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        Config::parse_from(args)
+    }
+
+    pub fn bind_addrs(&self) -> Vec<SocketAddr> {
+        self.bind.iter().map(|ip| SocketAddr::new(*ip, self.port)).collect()
+    }
+}

@@ -1,0 +1,764 @@
+//! One client connection: the handshake, then a reader that turns frames into broker calls and a
+//! writer that encodes the outbox into few large writes. The reader owns the protocol state of
+//! channels (content assembly, closing); the broker owns their AMQP state.
+//!
+//! Per read batch the reader takes the broker lock at most once, applies every complete frame,
+//! queues the resulting effects on outboxes and releases the lock before reading again.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use amqp_codec::frame::{write_body, write_deliver, write_header, write_heartbeat, write_method, FrameError};
+use amqp_codec::reply::{self, *};
+use amqp_codec::*;
+use broker::{AmqpError, Broker, ConnectionId, Effects, Message, Outbound};
+use bytes::{Buf, Bytes, BytesMut};
+use parking_lot::MutexGuard;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+
+use crate::outbox::Outbox;
+use crate::Shared;
+
+/// Read buffer capacity; grows up to one frame_max frame when a larger frame is being read.
+const READ_BUFFER_BYTES: usize = 64 * 1024;
+/// How long to wait for connection.close-ok after sending connection.close.
+const CLOSE_OK_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Why a connection ends.
+#[derive(Debug)]
+enum End {
+    /// Socket closed or failed; nothing more to send.
+    Io(String),
+    /// The peer broke a connection-level rule: send connection.close with this.
+    Hard { code: u16, text: String, class_id: u16, method_id: u16 },
+}
+
+impl End {
+    fn hard(code: u16, text: impl Into<String>) -> End {
+        End::Hard { code, text: text.into(), class_id: 0, method_id: 0 }
+    }
+    fn from_amqp(e: AmqpError, class_id: u16, method_id: u16) -> End {
+        End::Hard { code: e.code, text: e.reply_text(), class_id, method_id }
+    }
+}
+
+fn text(code: u16, detail: impl std::fmt::Display) -> String {
+    format!("{} - {detail}", reply::name(code))
+}
+
+fn frame_error_end(e: FrameError) -> End {
+    match e.error {
+        CodecError::UnknownMethod { class_id, method_id } => End::Hard {
+            code: NOT_IMPLEMENTED,
+            text: text(NOT_IMPLEMENTED, format!("unknown method class {class_id} method {method_id}")),
+            class_id,
+            method_id,
+        },
+        CodecError::FrameTooLarge { size, frame_max } => {
+            End::hard(FRAME_ERROR, text(FRAME_ERROR, format!("frame size {size} exceeds negotiated frame_max {frame_max}")))
+        }
+        other => {
+            let (class_id, method_id) = e.method.unwrap_or((0, 0));
+            let name = method_name(class_id, method_id).unwrap_or("frame");
+            End::Hard {
+                code: FRAME_ERROR,
+                text: text(FRAME_ERROR, format!("cannot decode {name} on channel {}: {other}", e.channel)),
+                class_id,
+                method_id,
+            }
+        }
+    }
+}
+
+/// Serves one accepted socket to the end.
+pub async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
+    shared.connection_count.fetch_add(1, Ordering::Relaxed);
+    let id = shared.next_connection_id();
+    let _ = stream.set_nodelay(true);
+    if shared.connection_count.load(Ordering::Relaxed) > shared.config.connection_max {
+        tracing::warn!(%peer, "connection refused: connection_max {} reached", shared.config.connection_max);
+    } else {
+        match run(&shared, id, stream).await {
+            Ok(()) => tracing::debug!(%peer, "connection closed"),
+            Err(e) => tracing::info!(%peer, "connection ended: {e}"),
+        }
+    }
+    let mut fx = Effects::default();
+    {
+        let mut b = shared.broker.lock();
+        if b.connections.contains_key(&id) {
+            b.connection_closed(id, &mut fx);
+        }
+        shared.outboxes.lock().remove(&id);
+        shared.dispatch(&mut fx);
+    }
+    shared.connection_count.fetch_sub(1, Ordering::Relaxed);
+}
+
+struct Reader {
+    rd: OwnedReadHalf,
+    buf: BytesMut,
+    decoder: FrameDecoder,
+}
+
+impl Reader {
+    async fn read_more(&mut self) -> Result<(), String> {
+        if self.buf.capacity() - self.buf.len() < 4096 {
+            self.buf.reserve(READ_BUFFER_BYTES);
+        }
+        match self.rd.read_buf(&mut self.buf).await {
+            Ok(0) => Err("peer closed the socket".into()),
+            Ok(_) => Ok(()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// Next frame during the handshake (heartbeats skipped).
+    async fn next_frame(&mut self) -> Result<Frame, End> {
+        loop {
+            match self.decoder.decode(&mut self.buf) {
+                Ok(Some(Frame::Heartbeat { .. })) => continue,
+                Ok(Some(f)) => return Ok(f),
+                Ok(None) => self.read_more().await.map_err(End::Io)?,
+                Err(e) => return Err(frame_error_end(e)),
+            }
+        }
+    }
+}
+
+async fn write_frames(wr: &mut OwnedWriteHalf, methods: &[(u16, Method)]) -> Result<(), End> {
+    let mut buf = BytesMut::new();
+    for (ch, m) in methods {
+        write_method(&mut buf, *ch, m).map_err(|e| End::Io(e.to_string()))?;
+    }
+    wr.write_all(&buf).await.map_err(|e| End::Io(e.to_string()))
+}
+
+fn server_properties() -> FieldTable {
+    let mut caps = FieldTable::new();
+    for c in [
+        "publisher_confirms",
+        "exchange_exchange_bindings",
+        "basic.nack",
+        "consumer_cancel_notify",
+        "connection.blocked",
+        "consumer_priorities",
+        "authentication_failure_close",
+        "per_consumer_qos",
+        "direct_reply_to",
+    ] {
+        caps.insert(c, FieldValue::Bool(true));
+    }
+    let mut p = FieldTable::new();
+    p.insert("capabilities", FieldValue::Table(caps));
+    p.insert("cluster_name", "warren@localhost".into());
+    p.insert("copyright", "Copyright (c) the Warren authors".into());
+    p.insert("information", "Licensed under the Apache License 2.0".into());
+    p.insert("platform", "Rust".into());
+    p.insert("product", "Warren".into());
+    p.insert("version", env!("CARGO_PKG_VERSION").into());
+    p
+}
+
+/// Credentials from a SASL response: PLAIN is `authzid\0user\0pass`, AMQPLAIN a table without
+/// its length prefix.
+fn credentials(mechanism: &str, response: &[u8]) -> Option<(String, String)> {
+    match mechanism {
+        "PLAIN" => {
+            let mut parts = response.split(|b| *b == 0);
+            let _authzid = parts.next()?;
+            let user = parts.next()?;
+            let pass = parts.next()?;
+            Some((String::from_utf8(user.to_vec()).ok()?, String::from_utf8(pass.to_vec()).ok()?))
+        }
+        "AMQPLAIN" => {
+            let mut wire = Vec::with_capacity(response.len() + 4);
+            wire.extend_from_slice(&(response.len() as u32).to_be_bytes());
+            wire.extend_from_slice(response);
+            let t = FieldTable::from_wire(&wire).ok()?;
+            Some((t.get("LOGIN")?.as_str()?.to_owned(), t.get("PASSWORD")?.as_str()?.to_owned()))
+        }
+        _ => None,
+    }
+}
+
+/// Compares secrets in time independent of where they differ.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = a.len() ^ b.len();
+    for i in 0..a.len().max(b.len()) {
+        diff |= (a.get(i).copied().unwrap_or(0) ^ b.get(i).copied().unwrap_or(0)) as usize;
+    }
+    diff == 0
+}
+
+struct Negotiated {
+    frame_max: u32,
+    channel_max: u16,
+    heartbeat_secs: u16,
+    user: String,
+}
+
+/// The handshake, up to and including connection.open-ok.
+async fn handshake(shared: &Shared, id: ConnectionId, reader: &mut Reader, wr: &mut OwnedWriteHalf) -> Result<Negotiated, End> {
+    let cfg = &shared.config;
+    while reader.buf.len() < 8 {
+        reader.read_more().await.map_err(End::Io)?;
+    }
+    if &reader.buf[..8] != PROTOCOL_HEADER {
+        // Spec: answer a bad protocol header with the header we speak, then close.
+        let _ = wr.write_all(PROTOCOL_HEADER).await;
+        return Err(End::Io(format!("bad protocol header {:?}", &reader.buf[..8])));
+    }
+    reader.buf.advance(8);
+    let start = ConnectionStart {
+        version_major: 0,
+        version_minor: 9,
+        server_properties: server_properties(),
+        mechanisms: Bytes::from_static(b"PLAIN AMQPLAIN"),
+        locales: Bytes::from_static(b"en_US"),
+    };
+    write_frames(wr, &[(0, start.into())]).await?;
+    let start_ok = match reader.next_frame().await? {
+        Frame::Method { channel: 0, method: Method::ConnectionStartOk(m) } => m,
+        other => return Err(unexpected_in_handshake("connection.start-ok", &other)),
+    };
+    let refused = |mech: &str| {
+        End::Hard {
+            code: ACCESS_REFUSED,
+            text: text(
+                ACCESS_REFUSED,
+                format!("Login was refused using authentication mechanism {mech}. For details see the broker logfile."),
+            ),
+            class_id: 0,
+            method_id: 0,
+        }
+    };
+    if start_ok.mechanism != "PLAIN" && start_ok.mechanism != "AMQPLAIN" {
+        return Err(End::hard(
+            COMMAND_INVALID,
+            text(COMMAND_INVALID, format!("unknown authentication mechanism '{}'", start_ok.mechanism)),
+        ));
+    }
+    let Some((user, pass)) = credentials(&start_ok.mechanism, &start_ok.response) else {
+        return Err(refused(&start_ok.mechanism));
+    };
+    if !(constant_time_eq(user.as_bytes(), cfg.default_user.as_bytes())
+        && constant_time_eq(pass.as_bytes(), cfg.default_pass.as_bytes()))
+    {
+        tracing::warn!("user '{user}' failed to authenticate with {}", start_ok.mechanism);
+        return Err(refused(&start_ok.mechanism));
+    }
+    let tune = ConnectionTune { channel_max: cfg.channel_max, frame_max: cfg.frame_max, heartbeat: cfg.heartbeat_secs };
+    write_frames(wr, &[(0, tune.into())]).await?;
+    let tune_ok = match reader.next_frame().await? {
+        Frame::Method { channel: 0, method: Method::ConnectionTuneOk(m) } => m,
+        other => return Err(unexpected_in_handshake("connection.tune-ok", &other)),
+    };
+    let not_allowed = |t: String| End::Hard { code: NOT_ALLOWED, text: text(NOT_ALLOWED, t), class_id: 10, method_id: 31 };
+    let frame_max = match tune_ok.frame_max {
+        0 => cfg.frame_max,
+        f if f < FRAME_MIN_SIZE => return Err(not_allowed(format!("frame_max={f} < {FRAME_MIN_SIZE} min size"))),
+        f if f > cfg.frame_max => return Err(not_allowed(format!("frame_max={f} > {} max size", cfg.frame_max))),
+        f => f,
+    };
+    let channel_max = match tune_ok.channel_max {
+        0 => cfg.channel_max,
+        c if c > cfg.channel_max => return Err(not_allowed(format!("channel_max={c} > {} max", cfg.channel_max))),
+        c => c,
+    };
+    reader.decoder.frame_max = frame_max;
+    let open = match reader.next_frame().await? {
+        Frame::Method { channel: 0, method: Method::ConnectionOpen(m) } => m,
+        other => return Err(unexpected_in_handshake("connection.open", &other)),
+    };
+    if let Err(e) = shared.broker.lock().connection_open(id, &open.virtual_host, &user) {
+        return Err(End::from_amqp(e, 10, 40));
+    }
+    write_frames(wr, &[(0, ConnectionOpenOk { known_hosts: String::new() }.into())]).await?;
+    Ok(Negotiated { frame_max, channel_max, heartbeat_secs: tune_ok.heartbeat, user })
+}
+
+fn unexpected_in_handshake(expected: &str, got: &Frame) -> End {
+    match got {
+        Frame::Method { method: Method::ConnectionClose(_), .. } => End::Io("client closed during handshake".into()),
+        Frame::Method { method, .. } => End::Hard {
+            code: COMMAND_INVALID,
+            text: text(COMMAND_INVALID, format!("expected '{expected}', got '{}'", method.name())),
+            class_id: method.class_id(),
+            method_id: method.method_id(),
+        },
+        _ => End::hard(UNEXPECTED_FRAME, text(UNEXPECTED_FRAME, format!("expected '{expected}', got a non-method frame"))),
+    }
+}
+
+async fn run(shared: &Arc<Shared>, id: ConnectionId, stream: TcpStream) -> Result<(), String> {
+    let (rd, mut wr) = stream.into_split();
+    let mut reader = Reader { rd, buf: BytesMut::with_capacity(READ_BUFFER_BYTES), decoder: FrameDecoder::new(shared.config.frame_max) };
+    let timeout = Duration::from_secs(shared.config.handshake_timeout_secs);
+    let negotiated = match tokio::time::timeout(timeout, handshake(shared, id, &mut reader, &mut wr)).await {
+        Err(_) => return Err("handshake timed out".into()),
+        Ok(Err(End::Io(e))) => return Err(e),
+        Ok(Err(End::Hard { code, text, class_id, method_id })) => {
+            let close = ConnectionClose { reply_code: code, reply_text: text.clone(), class_id, method_id };
+            let _ = write_frames(&mut wr, &[(0, close.into())]).await;
+            // Give the client a moment to read the close before the socket goes.
+            let _ = tokio::time::timeout(Duration::from_millis(500), reader.read_more()).await;
+            return Err(text);
+        }
+        Ok(Ok(n)) => n,
+    };
+    let outbox = Arc::new(Outbox::new());
+    shared.outboxes.lock().insert(id, outbox.clone());
+    let closing = Arc::new(AtomicBool::new(false));
+    let writer = tokio::spawn(writer_loop(wr, outbox.clone(), closing.clone(), negotiated.frame_max, negotiated.heartbeat_secs));
+    let mut conn = Conn {
+        id,
+        channel_max: negotiated.channel_max,
+        max_message_size: shared.config.max_message_size,
+        user: negotiated.user,
+        channels: HashMap::new(),
+        closing_since: None,
+        done: false,
+    };
+    let result = conn.read_loop(shared, &mut reader, negotiated.heartbeat_secs, &outbox).await;
+    closing.store(true, Ordering::Release);
+    outbox.wake();
+    let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
+    result
+}
+
+/// Protocol state of one channel, as the reader sees it.
+enum ChannelProto {
+    Open(Option<Box<Pending>>),
+    /// We sent channel.close and wait for close-ok; everything else is dropped.
+    Closing,
+}
+
+/// A basic.publish waiting for its content.
+struct Pending {
+    publish: BasicPublish,
+    header: Option<(u64, Bytes, PropertiesSummary)>,
+    body: Bytes,
+    parts: Option<BytesMut>,
+}
+
+struct Conn {
+    id: ConnectionId,
+    channel_max: u16,
+    max_message_size: u64,
+    #[allow(dead_code)]
+    user: String,
+    channels: HashMap<u16, ChannelProto>,
+    /// When we sent connection.close.
+    closing_since: Option<tokio::time::Instant>,
+    done: bool,
+}
+
+/// The broker lock, taken at most once per read batch and only when needed.
+struct Lazy<'a> {
+    shared: &'a Shared,
+    guard: Option<MutexGuard<'a, Broker>>,
+}
+
+impl<'a> Lazy<'a> {
+    fn get(&mut self) -> &mut Broker {
+        self.guard.get_or_insert_with(|| self.shared.broker.lock())
+    }
+}
+
+impl Conn {
+    async fn read_loop(&mut self, shared: &Arc<Shared>, reader: &mut Reader, heartbeat_secs: u16, outbox: &Outbox) -> Result<(), String> {
+        let mut shutdown = shared.shutdown.clone();
+        let idle_max = if heartbeat_secs == 0 { None } else { Some(Duration::from_secs(heartbeat_secs as u64 * 2)) };
+        let mut fx = Effects::default();
+        loop {
+            // Apply every complete frame under one lock acquisition.
+            let mut end = None;
+            {
+                let mut lazy = Lazy { shared, guard: None };
+                loop {
+                    match reader.decoder.decode(&mut reader.buf) {
+                        Ok(Some(frame)) => {
+                            if let Err(e) = self.on_frame(frame, &mut lazy, &mut fx) {
+                                end = Some(e);
+                                break;
+                            }
+                            if self.done {
+                                break;
+                            }
+                        }
+                        Ok(None) => break,
+                        Err(e) => {
+                            end = Some(frame_error_end(e));
+                            break;
+                        }
+                    }
+                }
+                if let Some(End::Hard { code, text, class_id, method_id }) = end.take() {
+                    if self.closing_since.is_none() {
+                        tracing::warn!("closing connection: {text}");
+                        fx.reply(self.id, 0, ConnectionClose { reply_code: code, reply_text: text, class_id, method_id });
+                        self.closing_since = Some(tokio::time::Instant::now());
+                    }
+                } else if let Some(End::Io(e)) = end {
+                    return Err(e);
+                }
+                if !fx.out.is_empty() {
+                    lazy.get();
+                    shared.dispatch(&mut fx);
+                }
+            }
+            if self.done {
+                return Ok(());
+            }
+            let read_timeout = match (self.closing_since, idle_max) {
+                (Some(t), _) => CLOSE_OK_TIMEOUT.saturating_sub(t.elapsed()),
+                (None, Some(d)) => d,
+                (None, None) => Duration::from_secs(86_400),
+            };
+            tokio::select! {
+                r = tokio::time::timeout(read_timeout, reader.read_more()) => match r {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => return Err(e),
+                    Err(_) if self.closing_since.is_some() => return Err("no connection.close-ok from client".into()),
+                    Err(_) => return Err(format!("missed heartbeats from client, timeout: {}s", heartbeat_secs)),
+                },
+                _ = shutdown.changed(), if self.closing_since.is_none() => {
+                    outbox.push(Outbound::Method {
+                        channel: 0,
+                        method: ConnectionClose {
+                            reply_code: CONNECTION_FORCED,
+                            reply_text: text(CONNECTION_FORCED, "broker shutdown"),
+                            class_id: 0,
+                            method_id: 0,
+                        }.into(),
+                    });
+                    self.closing_since = Some(tokio::time::Instant::now());
+                }
+            }
+        }
+    }
+
+    fn close_channel(&mut self, ch: u16, e: AmqpError, class_id: u16, method_id: u16, lazy: &mut Lazy<'_>, fx: &mut Effects) {
+        fx.reply(self.id, ch, ChannelClose { reply_code: e.code, reply_text: e.reply_text(), class_id, method_id });
+        lazy.get().channel_closed(self.id, ch, fx);
+        self.channels.insert(ch, ChannelProto::Closing);
+    }
+
+    fn on_frame(&mut self, frame: Frame, lazy: &mut Lazy<'_>, fx: &mut Effects) -> Result<(), End> {
+        if self.closing_since.is_some() {
+            // Spec: after sending connection.close, discard everything but close and close-ok.
+            if let Frame::Method { method: Method::ConnectionCloseOk(_) | Method::ConnectionClose(_), .. } = frame {
+                self.done = true;
+            }
+            return Ok(());
+        }
+        match frame {
+            Frame::Heartbeat { channel: 0 } => Ok(()),
+            Frame::Heartbeat { .. } => Err(End::hard(FRAME_ERROR, text(FRAME_ERROR, "heartbeat frame on a non-zero channel"))),
+            Frame::Method { channel: 0, method } => self.on_connection_method(method, fx),
+            Frame::Method { channel, method } => self.on_channel_method(channel, method, lazy, fx),
+            Frame::Header { channel: 0, .. } | Frame::Body { channel: 0, .. } => {
+                Err(End::hard(UNEXPECTED_FRAME, text(UNEXPECTED_FRAME, "content frame on channel 0")))
+            }
+            Frame::Header { channel, class_id, body_size, properties } => {
+                self.on_header(channel, class_id, body_size, properties, lazy, fx)
+            }
+            Frame::Body { channel, payload } => self.on_body(channel, payload, lazy, fx),
+        }
+    }
+
+    fn on_connection_method(&mut self, method: Method, fx: &mut Effects) -> Result<(), End> {
+        match method {
+            Method::ConnectionClose(_) => {
+                fx.reply(self.id, 0, ConnectionCloseOk);
+                self.done = true;
+                Ok(())
+            }
+            Method::ConnectionCloseOk(_) => {
+                self.done = true;
+                Ok(())
+            }
+            Method::ConnectionUpdateSecret(_) => {
+                fx.reply(self.id, 0, ConnectionUpdateSecretOk);
+                Ok(())
+            }
+            // Clients may tell us they are blocked; nothing to do.
+            Method::ConnectionBlocked(_) | Method::ConnectionUnblocked(_) => Ok(()),
+            m => Err(End::Hard {
+                code: COMMAND_INVALID,
+                text: text(COMMAND_INVALID, format!("unexpected method '{}' on channel 0", m.name())),
+                class_id: m.class_id(),
+                method_id: m.method_id(),
+            }),
+        }
+    }
+
+    fn on_channel_method(&mut self, ch: u16, method: Method, lazy: &mut Lazy<'_>, fx: &mut Effects) -> Result<(), End> {
+        let (class_id, method_id) = (method.class_id(), method.method_id());
+        let hard = |code: u16, t: String| End::Hard { code, text: text(code, t), class_id, method_id };
+        match self.channels.get_mut(&ch) {
+            None => {
+                if let Method::ChannelOpen(_) = method {
+                    if ch > self.channel_max {
+                        return Err(hard(
+                            NOT_ALLOWED,
+                            format!("channel number {ch} exceeds the negotiated channel_max ({})", self.channel_max),
+                        ));
+                    }
+                    lazy.get().channel_open(self.id, ch);
+                    self.channels.insert(ch, ChannelProto::Open(None));
+                    fx.reply(self.id, ch, ChannelOpenOk { channel_id: Bytes::new() });
+                    return Ok(());
+                }
+                Err(hard(CHANNEL_ERROR, format!("expected 'channel.open' on channel {ch}, got '{}'", method.name())))
+            }
+            Some(ChannelProto::Closing) => {
+                match method {
+                    Method::ChannelCloseOk(_) => {
+                        self.channels.remove(&ch);
+                    }
+                    Method::ChannelClose(_) => {
+                        fx.reply(self.id, ch, ChannelCloseOk);
+                        self.channels.remove(&ch);
+                    }
+                    _ => {}
+                }
+                Ok(())
+            }
+            Some(ChannelProto::Open(pending)) => {
+                if pending.is_some() {
+                    return Err(hard(
+                        UNEXPECTED_FRAME,
+                        format!("expected content header for class 60, got method '{}' instead", method.name()),
+                    ));
+                }
+                match method {
+                    Method::BasicPublish(p) => {
+                        *pending = Some(Box::new(Pending { publish: p, header: None, body: Bytes::new(), parts: None }));
+                        Ok(())
+                    }
+                    Method::ChannelOpen(_) => Err(hard(CHANNEL_ERROR, "second 'channel.open' seen".into())),
+                    Method::ChannelClose(_) => {
+                        lazy.get().channel_closed(self.id, ch, fx);
+                        fx.reply(self.id, ch, ChannelCloseOk);
+                        self.channels.remove(&ch);
+                        Ok(())
+                    }
+                    Method::ChannelCloseOk(_) => Ok(()),
+                    m if m.class_id() == 10 => Err(hard(
+                        COMMAND_INVALID,
+                        format!("connection method '{}' on channel {ch}", m.name()),
+                    )),
+                    m if m.has_content() => Err(hard(COMMAND_INVALID, format!("'{}' is a server-only method", m.name()))),
+                    m => match lazy.get().handle(self.id, ch, m, fx) {
+                        Ok(()) => Ok(()),
+                        Err(e) if e.is_soft() => {
+                            self.close_channel(ch, e, class_id, method_id, lazy, fx);
+                            Ok(())
+                        }
+                        Err(e) => Err(End::from_amqp(e, class_id, method_id)),
+                    },
+                }
+            }
+        }
+    }
+
+    fn pending(&mut self, ch: u16, what: &str) -> Result<Option<&mut Box<Pending>>, End> {
+        match self.channels.get_mut(&ch) {
+            None => Err(End::hard(CHANNEL_ERROR, text(CHANNEL_ERROR, format!("expected 'channel.open' on channel {ch}")))),
+            Some(ChannelProto::Closing) => Ok(None),
+            Some(ChannelProto::Open(None)) => Err(End::hard(
+                UNEXPECTED_FRAME,
+                text(UNEXPECTED_FRAME, format!("expected method frame, got {what} on channel {ch}")),
+            )),
+            Some(ChannelProto::Open(Some(p))) => Ok(Some(p)),
+        }
+    }
+
+    fn on_header(
+        &mut self,
+        ch: u16,
+        class_id: u16,
+        body_size: u64,
+        properties: Bytes,
+        lazy: &mut Lazy<'_>,
+        fx: &mut Effects,
+    ) -> Result<(), End> {
+        let max = self.max_message_size;
+        let Some(p) = self.pending(ch, "content header")? else { return Ok(()) };
+        if p.header.is_some() {
+            return Err(End::hard(UNEXPECTED_FRAME, text(UNEXPECTED_FRAME, "second content header for one publish")));
+        }
+        if class_id != 60 {
+            return Err(End::hard(FRAME_ERROR, text(FRAME_ERROR, format!("content header for class {class_id}, expected 60"))));
+        }
+        let summary = PropertiesSummary::scan(&properties).map_err(|e| {
+            End::Hard { code: SYNTAX_ERROR, text: text(SYNTAX_ERROR, format!("invalid content properties: {e}")), class_id: 60, method_id: 40 }
+        })?;
+        if body_size > max {
+            let e = AmqpError::precondition_failed(format!("message size {body_size} is larger than configured max size {max}"));
+            self.close_channel(ch, e, 60, 40, lazy, fx);
+            return Ok(());
+        }
+        p.header = Some((body_size, properties, summary));
+        if body_size == 0 {
+            self.complete(ch, lazy, fx);
+        }
+        Ok(())
+    }
+
+    fn on_body(&mut self, ch: u16, payload: Bytes, lazy: &mut Lazy<'_>, fx: &mut Effects) -> Result<(), End> {
+        let Some(p) = self.pending(ch, "content body")? else { return Ok(()) };
+        let Some((body_size, _, _)) = p.header else {
+            return Err(End::hard(UNEXPECTED_FRAME, text(UNEXPECTED_FRAME, "content body before content header")));
+        };
+        let have = p.parts.as_ref().map(|b| b.len()).unwrap_or(p.body.len()) as u64;
+        if have + payload.len() as u64 > body_size {
+            return Err(End::hard(
+                FRAME_ERROR,
+                text(FRAME_ERROR, format!("content body exceeds the declared size {body_size}")),
+            ));
+        }
+        if have == 0 && payload.len() as u64 == body_size {
+            // The common case: the whole body in one frame, kept without copying.
+            p.body = payload;
+        } else {
+            // The body size was checked against max_message_size before any part arrived.
+            let parts = p.parts.get_or_insert_with(|| BytesMut::with_capacity(body_size as usize));
+            parts.extend_from_slice(&payload);
+        }
+        let have = p.parts.as_ref().map(|b| b.len()).unwrap_or(p.body.len()) as u64;
+        if have == body_size {
+            self.complete(ch, lazy, fx);
+        }
+        Ok(())
+    }
+
+    fn complete(&mut self, ch: u16, lazy: &mut Lazy<'_>, fx: &mut Effects) {
+        let Some(ChannelProto::Open(slot)) = self.channels.get_mut(&ch) else { return };
+        let Some(p) = slot.take() else { return };
+        let Pending { publish, header, body, parts } = *p;
+        let Some((_, properties, summary)) = header else { return };
+        let body = match parts {
+            Some(b) => b.freeze(),
+            None => body,
+        };
+        let message = Message::new(publish.exchange.clone(), publish.routing_key.clone(), properties, summary, body);
+        if let Err(e) = lazy.get().publish(self.id, ch, publish, message, fx) {
+            if e.is_soft() {
+                self.close_channel(ch, e, 60, 40, lazy, fx);
+            } else {
+                // Hard errors on publish (e.g. immediate=true) close the connection.
+                fx.reply(self.id, 0, ConnectionClose { reply_code: e.code, reply_text: e.reply_text(), class_id: 60, method_id: 40 });
+                self.closing_since = Some(tokio::time::Instant::now());
+            }
+        }
+    }
+}
+
+/// Encodes outbox batches into one buffer per batch and writes them; sends heartbeats when idle.
+async fn writer_loop(mut wr: OwnedWriteHalf, outbox: Arc<Outbox>, closing: Arc<AtomicBool>, frame_max: u32, heartbeat_secs: u16) {
+    let mut items = Vec::new();
+    let mut buf = BytesMut::with_capacity(64 * 1024);
+    let idle = if heartbeat_secs == 0 { Duration::from_secs(86_400) } else { Duration::from_secs((heartbeat_secs as u64).div_ceil(2)) };
+    loop {
+        outbox.take(&mut items);
+        if items.is_empty() {
+            if closing.load(Ordering::Acquire) {
+                break;
+            }
+            tokio::select! {
+                _ = outbox.wait() => continue,
+                _ = tokio::time::sleep(idle) => {
+                    write_heartbeat(&mut buf);
+                }
+            }
+        }
+        encode(&mut buf, &mut items, frame_max);
+        if let Err(e) = wr.write_all(&buf).await {
+            tracing::debug!("write failed: {e}");
+            break;
+        }
+        buf.clear();
+        if buf.capacity() > 4 * 1024 * 1024 {
+            buf = BytesMut::with_capacity(64 * 1024);
+        }
+    }
+    let _ = wr.shutdown().await;
+}
+
+/// Encodes a batch. Consecutive publisher confirms on one channel collapse into one
+/// `multiple` ack (they are produced in sequence order, every earlier one already confirmed).
+fn encode(buf: &mut BytesMut, items: &mut Vec<Outbound>, frame_max: u32) {
+    let mut i = 0;
+    while i < items.len() {
+        match &items[i] {
+            Outbound::Method { channel, method } => {
+                let _ = write_method(buf, *channel, method);
+            }
+            Outbound::Deliver { channel, consumer_tag, delivery_tag, redelivered, message } => {
+                write_deliver(buf, *channel, consumer_tag, *delivery_tag, *redelivered, &message.exchange, &message.routing_key);
+                write_content(buf, *channel, message, frame_max);
+            }
+            Outbound::GetOk { channel, delivery_tag, redelivered, message_count, message } => {
+                let m = BasicGetOk {
+                    delivery_tag: *delivery_tag,
+                    redelivered: *redelivered,
+                    exchange: message.exchange.clone(),
+                    routing_key: message.routing_key.clone(),
+                    message_count: *message_count,
+                };
+                let _ = write_method(buf, *channel, &m.into());
+                write_content(buf, *channel, message, frame_max);
+            }
+            Outbound::Return { channel, reply_code, reply_text, message } => {
+                let m = BasicReturn {
+                    reply_code: *reply_code,
+                    reply_text: (*reply_text).to_owned(),
+                    exchange: message.exchange.clone(),
+                    routing_key: message.routing_key.clone(),
+                };
+                let _ = write_method(buf, *channel, &m.into());
+                write_content(buf, *channel, message, frame_max);
+            }
+            Outbound::Confirm { channel, delivery_tag, ack } => {
+                let (ch, ack) = (*channel, *ack);
+                let mut last = *delivery_tag;
+                let mut j = i + 1;
+                while let Some(Outbound::Confirm { channel: c2, delivery_tag: t2, ack: a2 }) = items.get(j) {
+                    if *c2 != ch || *a2 != ack || *t2 != last + 1 {
+                        break;
+                    }
+                    last = *t2;
+                    j += 1;
+                }
+                let multiple = j > i + 1;
+                let m: Method = if ack {
+                    BasicAck { delivery_tag: last, multiple }.into()
+                } else {
+                    BasicNack { delivery_tag: last, multiple, requeue: false }.into()
+                };
+                let _ = write_method(buf, ch, &m);
+                i = j;
+                continue;
+            }
+            Outbound::CloseConnection { code, text } => {
+                let m = ConnectionClose { reply_code: *code, reply_text: text.clone(), class_id: 0, method_id: 0 };
+                let _ = write_method(buf, 0, &m.into());
+            }
+        }
+        i += 1;
+    }
+    items.clear();
+}
+
+fn write_content(buf: &mut BytesMut, channel: u16, message: &Message, frame_max: u32) {
+    write_header(buf, channel, 60, message.body.len() as u64, &message.properties);
+    write_body(buf, channel, &message.body, frame_max);
+}

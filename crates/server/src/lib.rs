@@ -1,0 +1,149 @@
+//! The Warren process: listeners, the AMQP handshake, per-connection reader and writer tasks,
+//! heartbeats and shutdown. It decides no routing: every AMQP operation goes to `broker`, and the
+//! effects that come back are queued on the outboxes of the connections they concern.
+
+pub mod config;
+pub mod connection;
+pub mod outbox;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use broker::{Broker, BrokerConfig, ConnectionId, Effects};
+use parking_lot::Mutex;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+pub use config::Config;
+use outbox::Outbox;
+
+/// What every connection task shares.
+pub struct Shared {
+    pub config: Config,
+    /// The broker state. Lock order: `broker` before any outbox; never held across `.await`.
+    pub broker: Mutex<Broker>,
+    /// Outboxes of open connections, by connection id. Only touched under `broker`'s lock.
+    pub outboxes: Mutex<HashMap<ConnectionId, Arc<Outbox>>>,
+    next_connection_id: AtomicU64,
+    pub connection_count: AtomicUsize,
+    pub shutdown: watch::Receiver<bool>,
+}
+
+impl Shared {
+    pub fn next_connection_id(&self) -> ConnectionId {
+        self.next_connection_id.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Queues effects on their connections' outboxes. Called with the broker lock held so that
+    /// no connection sees effects out of order with its own state changes.
+    pub fn dispatch(&self, fx: &mut Effects) {
+        if fx.out.is_empty() {
+            return;
+        }
+        let boxes = self.outboxes.lock();
+        let mut it = fx.out.drain(..).peekable();
+        // Group runs for the same connection into one outbox push.
+        while let Some((conn, first)) = it.next() {
+            let mut batch = vec![first];
+            while let Some((c, _)) = it.peek() {
+                if *c != conn {
+                    break;
+                }
+                if let Some((_, o)) = it.next() {
+                    batch.push(o);
+                }
+            }
+            if let Some(b) = boxes.get(&conn) {
+                b.extend(batch);
+            }
+        }
+    }
+}
+
+/// Binds the configured listeners: dual-stack `[::]` by default, `0.0.0.0` when IPv6 is missing.
+pub fn bind(config: &Config) -> anyhow::Result<Vec<TcpListener>> {
+    let mut addrs = config.bind_addrs();
+    let default = addrs.is_empty();
+    if default {
+        addrs.push(SocketAddr::from(([0u16; 8], config.port)));
+    }
+    let mut out = Vec::new();
+    let mut port = config.port;
+    for mut addr in addrs {
+        if port != 0 {
+            addr.set_port(port);
+        }
+        let l = match listen(addr) {
+            Ok(l) => l,
+            Err(e) if default => {
+                tracing::warn!("IPv6 listener unavailable ({e}); listening on IPv4 only");
+                listen(SocketAddr::from(([0, 0, 0, 0], port)))?
+            }
+            Err(e) => return Err(anyhow::anyhow!("cannot listen on {addr}: {e}")),
+        };
+        port = l.local_addr()?.port();
+        out.push(l);
+    }
+    Ok(out)
+}
+
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    if addr.is_ipv6() {
+        // Dual stack, as RabbitMQ listens on both families by default.
+        socket.set_only_v6(false)?;
+    }
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    TcpListener::from_std(socket.into())
+}
+
+/// Serves AMQP on `listeners` until `shutdown` turns true.
+pub async fn run(config: Config, listeners: Vec<TcpListener>, shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
+    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1);
+    let shared = Arc::new(Shared {
+        broker: Mutex::new(Broker::new(BrokerConfig::default(), seed)),
+        config,
+        outboxes: Mutex::new(HashMap::new()),
+        next_connection_id: AtomicU64::new(0),
+        connection_count: AtomicUsize::new(0),
+        shutdown: shutdown.clone(),
+    });
+    let mut tasks = Vec::new();
+    for l in listeners {
+        let shared = shared.clone();
+        let mut shutdown = shutdown.clone();
+        tasks.push(tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    r = l.accept() => match r {
+                        Ok((stream, peer)) => {
+                            let shared = shared.clone();
+                            tokio::spawn(async move { connection::serve(shared, stream, peer).await });
+                        }
+                        Err(e) => {
+                            // EMFILE and friends: back off rather than spin.
+                            tracing::warn!("accept failed: {e}");
+                            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        }
+                    },
+                    _ = shutdown.changed() => break,
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    // Give connections a moment to send connection.close 320 to their clients.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
+    while shared.connection_count.load(Ordering::Relaxed) > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    Ok(())
+}
