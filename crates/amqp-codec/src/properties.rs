@@ -4,7 +4,7 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::table::{FieldTable, MAX_TABLE_DEPTH};
+use crate::table::FieldTable;
 use crate::wire::{put_shortstr, Reader};
 use crate::CodecError;
 
@@ -79,8 +79,10 @@ impl PropertiesSummary {
             r.shortstr_bytes()?;
         }
         if flags & HEADERS != 0 {
+            // RabbitMQ compat: the table's contents are checked only when something reads them
+            // (headers exchange, dead-lettering); forwarding needs just its length.
             let start = r.position() as u32;
-            FieldTable::skip(&mut r, MAX_TABLE_DEPTH)?;
+            r.longstr_bytes()?;
             s.headers = Some((start, r.position() as u32));
         }
         if flags & DELIVERY_MODE != 0 {

@@ -21,6 +21,8 @@ pub enum FieldValue {
     I32(i32),
     U32(u32),
     I64(i64),
+    /// Tag 'L': a signed 64-bit integer as pika and Qpid write it (RabbitMQ's own tag is 'l').
+    I64L(i64),
     F32(f32),
     F64(f64),
     Decimal { scale: u8, value: u32 },
@@ -88,20 +90,6 @@ impl FieldTable {
         Ok(FieldTable(entries))
     }
 
-    /// Checks the table's structure without building it (for the publish hot path).
-    pub(crate) fn skip(r: &mut Reader<'_>, depth: usize) -> Result<(), CodecError> {
-        if depth == 0 {
-            return Err(CodecError::TooDeep(MAX_TABLE_DEPTH));
-        }
-        let data = r.longstr_bytes()?;
-        let mut inner = Reader::new(data);
-        while inner.remaining() > 0 {
-            inner.shortstr_bytes()?;
-            FieldValue::skip(&mut inner, depth - 1)?;
-        }
-        Ok(())
-    }
-
     pub fn encode(&self, buf: &mut BytesMut) -> Result<(), CodecError> {
         let start = buf.len();
         buf.put_u32(0);
@@ -137,6 +125,7 @@ impl FieldValue {
             b'I' => FieldValue::I32(r.u32()? as i32),
             b'i' => FieldValue::U32(r.u32()?),
             b'l' => FieldValue::I64(r.u64()? as i64),
+            b'L' => FieldValue::I64L(r.u64()? as i64),
             b'f' => FieldValue::F32(f32::from_bits(r.u32()?)),
             b'd' => FieldValue::F64(f64::from_bits(r.u64()?)),
             b'D' => FieldValue::Decimal { scale: r.u8()?, value: r.u32()? },
@@ -159,37 +148,6 @@ impl FieldValue {
             }
             other => return Err(CodecError::UnknownFieldType(other)),
         })
-    }
-
-    fn skip(r: &mut Reader<'_>, depth: usize) -> Result<(), CodecError> {
-        let tag = r.u8()?;
-        let fixed = match tag {
-            b't' | b'b' | b'B' => 1,
-            b's' | b'u' => 2,
-            b'I' | b'i' | b'f' => 4,
-            b'l' | b'd' | b'T' => 8,
-            b'D' => 5,
-            b'V' => 0,
-            b'S' | b'x' => {
-                r.longstr_bytes()?;
-                return Ok(());
-            }
-            b'F' => return FieldTable::skip(r, depth),
-            b'A' => {
-                if depth == 0 {
-                    return Err(CodecError::TooDeep(MAX_TABLE_DEPTH));
-                }
-                let data = r.longstr_bytes()?;
-                let mut inner = Reader::new(data);
-                while inner.remaining() > 0 {
-                    FieldValue::skip(&mut inner, depth - 1)?;
-                }
-                return Ok(());
-            }
-            other => return Err(CodecError::UnknownFieldType(other)),
-        };
-        r.take(fixed)?;
-        Ok(())
     }
 
     pub fn encode(&self, buf: &mut BytesMut) -> Result<(), CodecError> {
@@ -224,6 +182,10 @@ impl FieldValue {
             }
             FieldValue::I64(v) => {
                 buf.put_u8(b'l');
+                buf.put_i64(*v);
+            }
+            FieldValue::I64L(v) => {
+                buf.put_u8(b'L');
                 buf.put_i64(*v);
             }
             FieldValue::F32(v) => {
@@ -287,7 +249,7 @@ impl FieldValue {
             FieldValue::U16(v) => *v as i64,
             FieldValue::I32(v) => *v as i64,
             FieldValue::U32(v) => *v as i64,
-            FieldValue::I64(v) => *v,
+            FieldValue::I64(v) | FieldValue::I64L(v) => *v,
             _ => return None,
         })
     }
@@ -309,7 +271,7 @@ impl FieldValue {
             FieldValue::U16(_) => "unsignedshort",
             FieldValue::I32(_) => "signedint",
             FieldValue::U32(_) => "unsignedint",
-            FieldValue::I64(_) => "long",
+            FieldValue::I64(_) | FieldValue::I64L(_) => "long",
             FieldValue::F32(_) => "float",
             FieldValue::F64(_) => "double",
             FieldValue::Decimal { .. } => "decimal",
@@ -353,6 +315,7 @@ pub mod arbitrary {
             any::<i32>().prop_map(FieldValue::I32),
             any::<u32>().prop_map(FieldValue::U32),
             any::<i64>().prop_map(FieldValue::I64),
+            any::<i64>().prop_map(FieldValue::I64L),
             proptest::num::f32::NORMAL.prop_map(FieldValue::F32),
             proptest::num::f64::NORMAL.prop_map(FieldValue::F64),
             (any::<u8>(), any::<u32>()).prop_map(|(scale, value)| FieldValue::Decimal { scale, value }),
