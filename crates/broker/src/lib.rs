@@ -15,6 +15,7 @@ pub mod queue;
 pub mod topic;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 
 use amqp_codec::*;
@@ -67,12 +68,59 @@ impl Effects {
 pub struct BrokerConfig {
     /// Consumers per channel.
     pub consumers_per_channel_max: usize,
+    /// A queue with consumers and more ready messages than this signals flow pressure to the
+    /// publishers feeding it, so they slow to the rate its consumers take messages.
+    pub queue_flow_backlog: usize,
 }
 
 impl Default for BrokerConfig {
     fn default() -> Self {
-        BrokerConfig { consumers_per_channel_max: 65_535 }
+        BrokerConfig { consumers_per_channel_max: 65_535, queue_flow_backlog: 20_000 }
     }
+}
+
+/// Bytes of deliveries a connection's writer may have outstanding before the broker stops
+/// dispatching to its consumers. The broker spends credit as it emits deliveries; the writer
+/// refunds it once the bytes are on the socket, and resumes dispatch if the broker ran dry.
+#[derive(Debug)]
+pub struct WriteCredit {
+    bytes: AtomicI64,
+    starved: AtomicBool,
+}
+
+impl WriteCredit {
+    pub fn new(bytes: i64) -> Arc<WriteCredit> {
+        Arc::new(WriteCredit { bytes: AtomicI64::new(bytes), starved: AtomicBool::new(false) })
+    }
+
+    /// True when a delivery may go out. Marks the connection starved first, so a refund that
+    /// races with this check always sees the mark and resumes dispatch.
+    fn try_take(&self) -> bool {
+        if self.bytes.load(Ordering::SeqCst) > 0 {
+            return true;
+        }
+        self.starved.store(true, Ordering::SeqCst);
+        self.bytes.load(Ordering::SeqCst) > 0
+    }
+
+    fn spend(&self, n: usize) {
+        self.bytes.fetch_sub(n as i64, Ordering::SeqCst);
+    }
+
+    /// Gives back `n` written bytes; true when dispatch to this connection must be resumed.
+    pub fn refund(&self, n: usize) -> bool {
+        let after = self.bytes.fetch_add(n as i64, Ordering::SeqCst) + n as i64;
+        after > 0 && self.starved.swap(false, Ordering::SeqCst)
+    }
+
+    pub fn available(&self) -> i64 {
+        self.bytes.load(Ordering::SeqCst)
+    }
+}
+
+/// Bytes a delivery of `m` is charged against write credit.
+pub fn delivery_cost(m: &Message) -> usize {
+    m.size_bytes() + 64
 }
 
 #[derive(Debug)]
@@ -154,6 +202,7 @@ pub struct ConnectionState {
     pub vhost: String,
     pub user: String,
     pub exclusive_queues: Vec<QueueId>,
+    pub credit: Arc<WriteCredit>,
 }
 
 /// The whole broker state of one node.
@@ -170,6 +219,8 @@ pub struct Broker {
     /// Queues whose consumers may be able to take messages now.
     dirty: Vec<QueueId>,
     route_buf: Vec<QueueId>,
+    /// Queues that passed `queue_flow_backlog` during publishes since the last `take_pressure`.
+    pressure: Vec<QueueId>,
 }
 
 fn queue_desc(name: &str, vhost: &str) -> String {
@@ -260,6 +311,7 @@ impl Broker {
             name_seed,
             dirty: Vec::new(),
             route_buf: Vec::new(),
+            pressure: Vec::new(),
         };
         b.add_vhost("/");
         b
@@ -297,15 +349,37 @@ impl Broker {
     // ---- connections and channels -------------------------------------------------------------
 
     /// connection.open: binds the connection to a vhost. 530 NOT_ALLOWED when it does not exist.
-    pub fn connection_open(&mut self, conn: ConnectionId, vhost: &str, user: &str) -> Result<()> {
+    pub fn connection_open(&mut self, conn: ConnectionId, vhost: &str, user: &str, credit: Arc<WriteCredit>) -> Result<()> {
         if !self.vhosts.contains_key(vhost) {
             return Err(AmqpError::not_allowed(format!("vhost {vhost} not found")));
         }
         self.connections.insert(
             conn,
-            ConnectionState { vhost: vhost.to_owned(), user: user.to_owned(), exclusive_queues: Vec::new() },
+            ConnectionState { vhost: vhost.to_owned(), user: user.to_owned(), exclusive_queues: Vec::new(), credit },
         );
         Ok(())
+    }
+
+    /// The connection's writer has room again: dispatch to its consumers.
+    pub fn resume_connection(&mut self, conn: ConnectionId, effects: &mut Effects) {
+        let queues: Vec<QueueId> =
+            self.channels.iter().filter(|((c, _), _)| *c == conn).flat_map(|(_, ch)| ch.consumers.values().copied()).collect();
+        self.dirty.extend(queues);
+        self.run_dispatch(effects);
+    }
+
+    /// Queues that signalled flow pressure since the last call.
+    pub fn take_pressure(&mut self) -> Vec<QueueId> {
+        std::mem::take(&mut self.pressure)
+    }
+
+    /// True while any of `queues` still has consumers and a backlog above the flow threshold.
+    pub fn backlogged(&self, queues: &[QueueId]) -> bool {
+        queues.iter().any(|q| {
+            self.queues
+                .get(q)
+                .is_some_and(|q| !q.consumers.is_empty() && q.ready.len() > self.config.queue_flow_backlog)
+        })
     }
 
     /// The connection is gone: close its channels (requeueing their unacked messages) and delete
@@ -871,6 +945,7 @@ impl Broker {
         let vhost = self.vhost_of(conn)?.to_owned();
         let qid = self.find_queue(conn, &m.queue)?;
         let prefetch_count = self.channels.get(&(conn, ch)).map(|c| c.prefetch_count).unwrap_or(0);
+        let credit = self.connections.get(&conn).map(|c| c.credit.clone()).unwrap_or_else(|| WriteCredit::new(i64::MAX / 2));
         let q = self.queues.get_mut(&qid).ok_or_else(|| no_queue(&m.queue, &vhost))?;
         if q.has_exclusive_consumer() || (m.exclusive && !q.consumers.is_empty()) {
             return Err(AmqpError::access_refused(format!("{} in exclusive use", queue_desc(&m.queue, &vhost))));
@@ -884,6 +959,7 @@ impl Broker {
             prefetch_count,
             unacked: 0,
             arguments: m.arguments,
+            credit,
         });
         q.had_consumer = true;
         if let Some(c) = self.channels.get_mut(&(conn, ch)) {
@@ -917,6 +993,9 @@ impl Broker {
         let message_count = q.message_count();
         if !m.no_ack {
             q.unacked_count += 1;
+        }
+        if let Some(state) = self.connections.get(&conn) {
+            state.credit.spend(delivery_cost(&entry.message));
         }
         let c = self.channel_mut(conn, ch)?;
         let delivery_tag = c.next_tag();
@@ -1044,6 +1123,9 @@ impl Broker {
             if let Some(q) = self.queues.get_mut(&qid) {
                 q.push(message.clone());
                 self.dirty.push(qid);
+                if q.ready.len() > self.config.queue_flow_backlog && !q.consumers.is_empty() && !self.pressure.contains(&qid) {
+                    self.pressure.push(qid);
+                }
             }
         }
         self.route_buf = routed;
@@ -1063,6 +1145,9 @@ impl Broker {
         let Some(c) = self.channels.get_mut(&(conn, ch)) else { return false };
         let Some(tag) = c.reply_consumer.clone() else { return false };
         let delivery_tag = c.next_tag();
+        if let Some(state) = self.connections.get(&conn) {
+            state.credit.spend(delivery_cost(message));
+        }
         fx.push(
             conn,
             Outbound::Deliver { channel: ch, consumer_tag: tag, delivery_tag, redelivered: false, message: message.clone() },
@@ -1098,6 +1183,9 @@ impl Broker {
                 if !chan.flow_active || (!c.no_ack && !chan.can_deliver()) {
                     continue;
                 }
+                if !c.credit.try_take() {
+                    continue;
+                }
                 chosen = Some(idx);
                 break;
             }
@@ -1107,6 +1195,7 @@ impl Broker {
             let cons = &mut q.consumers[idx];
             let Some(chan) = self.channels.get_mut(&(cons.conn, cons.channel)) else { break };
             let delivery_tag = chan.next_tag();
+            cons.credit.spend(delivery_cost(&entry.message));
             let out = Outbound::Deliver {
                 channel: cons.channel,
                 consumer_tag: cons.tag.clone(),

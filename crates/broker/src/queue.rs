@@ -30,6 +30,8 @@ pub struct Consumer {
     pub prefetch_count: u16,
     pub unacked: u32,
     pub arguments: FieldTable,
+    /// The consuming connection's write credit.
+    pub credit: Arc<crate::WriteCredit>,
 }
 
 #[derive(Debug)]

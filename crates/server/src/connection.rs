@@ -14,7 +14,7 @@ use std::time::Duration;
 use amqp_codec::frame::{write_body, write_deliver, write_header, write_heartbeat, write_method, FrameError};
 use amqp_codec::reply::{self, *};
 use amqp_codec::*;
-use broker::{AmqpError, Broker, ConnectionId, Effects, Message, Outbound};
+use broker::{delivery_cost, AmqpError, Broker, ConnectionId, Effects, Message, Outbound, WriteCredit};
 use bytes::{Buf, Bytes, BytesMut};
 use parking_lot::MutexGuard;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -26,6 +26,10 @@ use crate::Shared;
 
 /// Read buffer capacity; grows up to one frame_max frame when a larger frame is being read.
 const READ_BUFFER_BYTES: usize = 64 * 1024;
+/// Bytes of deliveries that may wait for the socket per connection before dispatch to it pauses.
+const WRITE_CREDIT_BYTES: i64 = 4 * 1024 * 1024;
+/// Longest a publisher's reader pauses for one batch while its queues are backlogged.
+const FLOW_PAUSE_MAX: Duration = Duration::from_millis(200);
 /// How long to wait for connection.close-ok after sending connection.close.
 const CLOSE_OK_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -201,6 +205,7 @@ struct Negotiated {
     channel_max: u16,
     heartbeat_secs: u16,
     user: String,
+    credit: Arc<WriteCredit>,
 }
 
 /// The handshake, up to and including connection.open-ok.
@@ -276,11 +281,12 @@ async fn handshake(shared: &Shared, id: ConnectionId, reader: &mut Reader, wr: &
         Frame::Method { channel: 0, method: Method::ConnectionOpen(m) } => m,
         other => return Err(unexpected_in_handshake("connection.open", &other)),
     };
-    if let Err(e) = shared.broker.lock().connection_open(id, &open.virtual_host, &user) {
+    let credit = WriteCredit::new(WRITE_CREDIT_BYTES);
+    if let Err(e) = shared.broker.lock().connection_open(id, &open.virtual_host, &user, credit.clone()) {
         return Err(End::from_amqp(e, 10, 40));
     }
     write_frames(wr, &[(0, ConnectionOpenOk { known_hosts: String::new() }.into())]).await?;
-    Ok(Negotiated { frame_max, channel_max, heartbeat_secs: tune_ok.heartbeat, user })
+    Ok(Negotiated { frame_max, channel_max, heartbeat_secs: tune_ok.heartbeat, user, credit })
 }
 
 fn unexpected_in_handshake(expected: &str, got: &Frame) -> End {
@@ -315,7 +321,12 @@ async fn run(shared: &Arc<Shared>, id: ConnectionId, stream: TcpStream) -> Resul
     let outbox = Arc::new(Outbox::new());
     shared.outboxes.lock().insert(id, outbox.clone());
     let closing = Arc::new(AtomicBool::new(false));
-    let writer = tokio::spawn(writer_loop(wr, outbox.clone(), closing.clone(), negotiated.frame_max, negotiated.heartbeat_secs));
+    let writer = tokio::spawn(writer_loop(
+        Writer { shared: shared.clone(), id, credit: negotiated.credit.clone(), outbox: outbox.clone(), closing: closing.clone() },
+        wr,
+        negotiated.frame_max,
+        negotiated.heartbeat_secs,
+    ));
     let mut conn = Conn {
         id,
         channel_max: negotiated.channel_max,
@@ -376,6 +387,7 @@ impl Conn {
         let mut shutdown = shared.shutdown.clone();
         let idle_max = if heartbeat_secs == 0 { None } else { Some(Duration::from_secs(heartbeat_secs as u64 * 2)) };
         let mut fx = Effects::default();
+        let mut pressure = Vec::new();
         loop {
             // Apply every complete frame under one lock acquisition.
             let mut end = None;
@@ -412,9 +424,22 @@ impl Conn {
                     lazy.get();
                     shared.dispatch(&mut fx);
                 }
+                if let Some(b) = lazy.guard.as_mut() {
+                    pressure = b.take_pressure();
+                }
             }
             if self.done {
                 return Ok(());
+            }
+            if !pressure.is_empty() {
+                // Flow control: the queues this publisher feeds are backlogged while their
+                // consumers drain them; stop reading (TCP pushes back on the client) until they
+                // catch up, for at most FLOW_PAUSE_MAX per batch.
+                let until = tokio::time::Instant::now() + FLOW_PAUSE_MAX;
+                while tokio::time::Instant::now() < until && shared.broker.lock().backlogged(&pressure) {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                pressure.clear();
             }
             let read_timeout = match (self.closing_since, idle_max) {
                 (Some(t), _) => CLOSE_OK_TIMEOUT.saturating_sub(t.elapsed()),
@@ -662,25 +687,35 @@ impl Conn {
     }
 }
 
+/// What the writer task needs besides the socket.
+struct Writer {
+    shared: Arc<Shared>,
+    id: ConnectionId,
+    credit: Arc<WriteCredit>,
+    outbox: Arc<Outbox>,
+    closing: Arc<AtomicBool>,
+}
+
 /// Encodes outbox batches into one buffer per batch and writes them; sends heartbeats when idle.
-async fn writer_loop(mut wr: OwnedWriteHalf, outbox: Arc<Outbox>, closing: Arc<AtomicBool>, frame_max: u32, heartbeat_secs: u16) {
+/// After each write it refunds the deliveries' write credit, resuming dispatch if it ran dry.
+async fn writer_loop(w: Writer, mut wr: OwnedWriteHalf, frame_max: u32, heartbeat_secs: u16) {
     let mut items = Vec::new();
     let mut buf = BytesMut::with_capacity(64 * 1024);
     let idle = if heartbeat_secs == 0 { Duration::from_secs(86_400) } else { Duration::from_secs((heartbeat_secs as u64).div_ceil(2)) };
     loop {
-        outbox.take(&mut items);
+        w.outbox.take(&mut items);
         if items.is_empty() {
-            if closing.load(Ordering::Acquire) {
+            if w.closing.load(Ordering::Acquire) {
                 break;
             }
             tokio::select! {
-                _ = outbox.wait() => continue,
+                _ = w.outbox.wait() => continue,
                 _ = tokio::time::sleep(idle) => {
                     write_heartbeat(&mut buf);
                 }
             }
         }
-        encode(&mut buf, &mut items, frame_max);
+        let delivered = encode(&mut buf, &mut items, frame_max);
         if let Err(e) = wr.write_all(&buf).await {
             tracing::debug!("write failed: {e}");
             break;
@@ -689,13 +724,21 @@ async fn writer_loop(mut wr: OwnedWriteHalf, outbox: Arc<Outbox>, closing: Arc<A
         if buf.capacity() > 4 * 1024 * 1024 {
             buf = BytesMut::with_capacity(64 * 1024);
         }
+        if delivered > 0 && w.credit.refund(delivered) {
+            let mut fx = Effects::default();
+            let mut b = w.shared.broker.lock();
+            b.resume_connection(w.id, &mut fx);
+            w.shared.dispatch(&mut fx);
+        }
     }
     let _ = wr.shutdown().await;
 }
 
-/// Encodes a batch. Consecutive publisher confirms on one channel collapse into one
-/// `multiple` ack (they are produced in sequence order, every earlier one already confirmed).
-fn encode(buf: &mut BytesMut, items: &mut Vec<Outbound>, frame_max: u32) {
+/// Encodes a batch and returns the write credit its deliveries cost. Consecutive publisher
+/// confirms on one channel collapse into one `multiple` ack (they are produced in sequence order,
+/// every earlier one already confirmed).
+fn encode(buf: &mut BytesMut, items: &mut Vec<Outbound>, frame_max: u32) -> usize {
+    let mut delivered = 0;
     let mut i = 0;
     while i < items.len() {
         match &items[i] {
@@ -703,10 +746,12 @@ fn encode(buf: &mut BytesMut, items: &mut Vec<Outbound>, frame_max: u32) {
                 let _ = write_method(buf, *channel, method);
             }
             Outbound::Deliver { channel, consumer_tag, delivery_tag, redelivered, message } => {
+                delivered += delivery_cost(message);
                 write_deliver(buf, *channel, consumer_tag, *delivery_tag, *redelivered, &message.exchange, &message.routing_key);
                 write_content(buf, *channel, message, frame_max);
             }
             Outbound::GetOk { channel, delivery_tag, redelivered, message_count, message } => {
+                delivered += delivery_cost(message);
                 let m = BasicGetOk {
                     delivery_tag: *delivery_tag,
                     redelivered: *redelivered,
@@ -756,6 +801,7 @@ fn encode(buf: &mut BytesMut, items: &mut Vec<Outbound>, frame_max: u32) {
         i += 1;
     }
     items.clear();
+    delivered
 }
 
 fn write_content(buf: &mut BytesMut, channel: u16, message: &Message, frame_max: u32) {
