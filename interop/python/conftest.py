@@ -247,6 +247,18 @@ def connect(broker):
                 pass
 
 
+def pytest_collection_modifyitems(config, items):
+    """`@pytest.mark.roadmap("feature")` -> strict xfail (see pytest.ini)."""
+    if os.environ.get("WARREN_ROADMAP_STRICT") == "1":
+        return
+    for item in items:
+        m = item.get_closest_marker("roadmap")
+        if m is not None:
+            feature = m.args[0] if m.args else "roadmap feature"
+            item.add_marker(pytest.mark.xfail(
+                strict=True, reason="not implemented yet: %s" % feature))
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     outcome = yield

@@ -842,6 +842,7 @@ def test_round_robin_between_consumers(connect, uniq):
 # commonly used queue arguments (RabbitMQ extensions)
 # ---------------------------------------------------------------------------
 
+@pytest.mark.roadmap("dead-lettering")
 def test_dead_letter_exchange_on_reject(connect, uniq):
     """A message rejected without requeue from a queue with x-dead-letter-exchange is republished there with an x-death header."""
     ch = confirmed_publisher(connect)
@@ -860,6 +861,7 @@ def test_dead_letter_exchange_on_reject(connect, uniq):
     assert (death["queue"], death["reason"], death["count"]) == (uniq, "rejected", 1)
 
 
+@pytest.mark.roadmap("message TTL")
 def test_message_ttl_expires_messages(connect, uniq):
     """Messages in a queue with x-message-ttl=0 that cannot be delivered immediately are dropped, not returned by basic_get."""
     ch = confirmed_publisher(connect)
@@ -869,6 +871,7 @@ def test_message_ttl_expires_messages(connect, uniq):
     assert ch.basic_get(uniq) == (None, None, None)
 
 
+@pytest.mark.roadmap("queue length limits")
 def test_max_length_drops_head(connect, uniq):
     """A queue with x-max-length=2 keeps only the 2 newest messages."""
     ch = confirmed_publisher(connect)
@@ -876,3 +879,25 @@ def test_max_length_drops_head(connect, uniq):
     for i in range(5):
         ch.basic_publish(exchange="", routing_key=uniq, body=str(i))
     assert drain(ch, uniq) == [b"3", b"4"]
+
+
+# ---------------------------------------------------------------------------
+# server lifecycle
+# ---------------------------------------------------------------------------
+
+def test_sigterm_closes_clients_and_exits_cleanly(broker_factory):
+    """On SIGTERM the server closes open client connections and exits with status 0 within 5 s."""
+    import signal
+    import subprocess
+
+    b = broker_factory.start(broker_factory.new_data_dir())
+    conn = b.connect()
+    conn.channel().queue_declare(queue="", exclusive=True)
+    b.proc.send_signal(signal.SIGTERM)
+    try:
+        rc = b.proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        pytest.fail("warren-server still running 5 s after SIGTERM")
+    assert rc == 0
+    with pytest.raises(pe.AMQPConnectionError):
+        wait_for(5, lambda: False, pump=conn)
