@@ -5,7 +5,6 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
-use amqp_codec::BasicPublish;
 
 use crate::message::Message;
 use crate::queue::QueuedMessage;
@@ -24,7 +23,7 @@ pub struct Unacked {
 /// What a transaction holds until commit.
 #[derive(Debug, Clone)]
 pub enum TxOp {
-    Publish(BasicPublish, Message),
+    Publish { mandatory: bool, message: Message },
     Ack { delivery_tag: u64, multiple: bool },
     Nack { delivery_tag: u64, multiple: bool, requeue: bool },
 }

@@ -35,6 +35,13 @@ pub type QueueId = u64;
 pub const REPLY_TO_QUEUE: &str = "amq.rabbitmq.reply-to";
 const REPLY_TO_PREFIX: &str = "amq.rabbitmq.reply-to.";
 
+/// The flags of a basic.publish.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PublishFlags {
+    pub mandatory: bool,
+    pub immediate: bool,
+}
+
 /// Something for the server to send to a connection.
 #[derive(Debug, Clone)]
 pub enum Outbound {
@@ -574,7 +581,7 @@ impl Broker {
                 };
                 for op in ops {
                     match op {
-                        TxOp::Publish(p, msg) => self.publish_now(conn, ch, p, msg, fx)?,
+                        TxOp::Publish { mandatory, message } => self.publish_now(conn, ch, mandatory, message, fx)?,
                         TxOp::Ack { delivery_tag, multiple } => {
                             self.settle(conn, ch, delivery_tag, multiple, Settle::Ack, fx)?
                         }
@@ -783,7 +790,8 @@ impl Broker {
                         return Err(d("durable", m.durable, q.durable));
                     }
                     if q.exclusive_owner.is_some() != m.exclusive {
-                        return Err(d("exclusive", m.exclusive, q.exclusive_owner.is_some()));
+                        // RabbitMQ compat: a mismatched exclusive flag is RESOURCE_LOCKED.
+                        return Err(locked(&name, &vhost_name));
                     }
                     if q.auto_delete != m.auto_delete {
                         return Err(d("auto_delete", m.auto_delete, q.auto_delete));
@@ -1049,26 +1057,27 @@ impl Broker {
 
     // ---- publishing -----------------------------------------------------------------------------
 
-    /// basic.publish with its content. Confirms, returns and deliveries go into `effects`.
-    pub fn publish(&mut self, conn: ConnectionId, ch: u16, p: BasicPublish, message: Message, fx: &mut Effects) -> Result<()> {
-        let r = self.publish_checked(conn, ch, p, message, fx);
+    /// basic.publish with its content (the message carries the exchange and routing key).
+    /// Confirms, returns and deliveries go into `effects`.
+    pub fn publish(&mut self, conn: ConnectionId, ch: u16, flags: PublishFlags, message: Message, fx: &mut Effects) -> Result<()> {
+        let r = self.publish_checked(conn, ch, flags, message, fx);
         self.run_dispatch(fx);
         r
     }
 
-    fn publish_checked(&mut self, conn: ConnectionId, ch: u16, p: BasicPublish, mut message: Message, fx: &mut Effects) -> Result<()> {
-        if p.immediate {
+    fn publish_checked(&mut self, conn: ConnectionId, ch: u16, flags: PublishFlags, mut message: Message, fx: &mut Effects) -> Result<()> {
+        if flags.immediate {
             return Err(AmqpError::not_implemented("immediate=true"));
         }
         let state = self.connections.get(&conn).ok_or_else(|| AmqpError::channel_error("connection not open"))?;
-        let vhost = self.vhosts.get(&state.vhost).ok_or_else(|| no_exchange(&p.exchange, &state.vhost))?;
-        let Some(x) = vhost.exchanges.get(&p.exchange) else {
-            return Err(no_exchange(&p.exchange, &vhost.name));
+        let vhost = self.vhosts.get(&state.vhost).ok_or_else(|| no_exchange(&message.exchange, &state.vhost))?;
+        let Some(x) = vhost.exchanges.get(&message.exchange) else {
+            return Err(no_exchange(&message.exchange, &vhost.name));
         };
         if x.internal {
             return Err(AmqpError::access_refused(format!(
                 "cannot publish to internal {}",
-                exchange_desc(&p.exchange, &vhost.name)
+                exchange_desc(&message.exchange, &vhost.name)
             )));
         }
         if let Some(uid) = message.user_id() {
@@ -1089,13 +1098,13 @@ impl Broker {
         }
         let c = self.channel_mut(conn, ch)?;
         if let Some(tx) = c.tx.as_mut() {
-            tx.push(TxOp::Publish(p, message));
+            tx.push(TxOp::Publish { mandatory: flags.mandatory, message });
             return Ok(());
         }
-        self.publish_now(conn, ch, p, message, fx)
+        self.publish_now(conn, ch, flags.mandatory, message, fx)
     }
 
-    fn publish_now(&mut self, conn: ConnectionId, ch: u16, p: BasicPublish, message: Message, fx: &mut Effects) -> Result<()> {
+    fn publish_now(&mut self, conn: ConnectionId, ch: u16, mandatory: bool, message: Message, fx: &mut Effects) -> Result<()> {
         let seq = {
             let c = self.channel_mut(conn, ch)?;
             if c.confirm {
@@ -1111,12 +1120,12 @@ impl Broker {
         let mut routed = std::mem::take(&mut self.route_buf);
         routed.clear();
         let mut delivered_direct = false;
-        if p.exchange.is_empty() && p.routing_key.starts_with(REPLY_TO_PREFIX) {
-            delivered_direct = self.deliver_reply(&p.routing_key[REPLY_TO_PREFIX.len()..], &message, fx);
+        if message.exchange.is_empty() && message.routing_key.starts_with(REPLY_TO_PREFIX) {
+            delivered_direct = self.deliver_reply(&message.routing_key[REPLY_TO_PREFIX.len()..], &message, fx);
         } else {
-            vhost.route(&p.exchange, &p.routing_key, &message, &mut routed);
+            vhost.route(&message.exchange, &message.routing_key, &message, &mut routed);
         }
-        if routed.is_empty() && !delivered_direct && p.mandatory {
+        if routed.is_empty() && !delivered_direct && mandatory {
             fx.push(conn, Outbound::Return { channel: ch, reply_code: reply::NO_ROUTE, reply_text: "NO_ROUTE", message: message.clone() });
         }
         for &qid in &routed {

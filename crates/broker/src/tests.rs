@@ -3,10 +3,6 @@
 use super::*;
 use bytes::Bytes;
 
-fn msg(body: &'static str) -> Message {
-    Message::with_properties("", "", &BasicProperties::default(), Bytes::from_static(body.as_bytes()))
-}
-
 fn setup() -> (Broker, Effects) {
     let mut b = Broker::default();
     b.connection_open(1, "/", "guest", WriteCredit::new(1 << 30)).expect("vhost exists");
@@ -19,8 +15,8 @@ fn declare(b: &mut Broker, fx: &mut Effects, name: &str) {
 }
 
 fn publish(b: &mut Broker, fx: &mut Effects, exchange: &str, rk: &str, body: &'static str) {
-    let p = BasicPublish { exchange: exchange.into(), routing_key: rk.into(), ..Default::default() };
-    b.publish(1, 1, p, msg(body), fx).expect("publishes");
+    let m = Message::with_properties(exchange, rk, &BasicProperties::default(), Bytes::from_static(body.as_bytes()));
+    b.publish(1, 1, PublishFlags::default(), m, fx).expect("publishes");
 }
 
 fn deliveries(fx: &mut Effects) -> Vec<(u64, bool, Bytes)> {
@@ -104,8 +100,8 @@ fn e2e_and_alternate_exchange() {
     b.handle(1, 1, QueueBind { queue: "matched".into(), exchange: "t".into(), routing_key: "a.#".into(), ..Default::default() }.into(), &mut fx).expect("bind");
     b.handle(1, 1, QueueBind { queue: "unrouted".into(), exchange: "ae".into(), ..Default::default() }.into(), &mut fx).expect("bind");
     b.handle(1, 1, ExchangeBind { destination: "t".into(), source: "src".into(), routing_key: "k".into(), ..Default::default() }.into(), &mut fx).expect("bind");
-    let p = BasicPublish { exchange: "src".into(), routing_key: "k".into(), ..Default::default() };
-    b.publish(1, 1, p, Message::with_properties("src", "k", &BasicProperties::default(), Bytes::new()), &mut fx).expect("pub");
+    let m = Message::with_properties("src", "k", &BasicProperties::default(), Bytes::new());
+    b.publish(1, 1, PublishFlags::default(), m, &mut fx).expect("pub");
     publish(&mut b, &mut fx, "t", "a.b", "x");
     assert_eq!(b.queue("/", "matched").expect("q").ready.len(), 1);
     assert_eq!(b.queue("/", "unrouted").expect("q").ready.len(), 1);

@@ -14,7 +14,7 @@ use std::time::Duration;
 use amqp_codec::frame::{write_body, write_deliver, write_header, write_heartbeat, write_method, FrameError};
 use amqp_codec::reply::{self, *};
 use amqp_codec::*;
-use broker::{delivery_cost, AmqpError, Broker, ConnectionId, Effects, Message, Outbound, WriteCredit};
+use broker::{delivery_cost, AmqpError, Broker, ConnectionId, Effects, Message, Outbound, PublishFlags, WriteCredit};
 use bytes::{Buf, Bytes, BytesMut};
 use parking_lot::MutexGuard;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -674,8 +674,9 @@ impl Conn {
             Some(b) => b.freeze(),
             None => body,
         };
-        let message = Message::new(publish.exchange.clone(), publish.routing_key.clone(), properties, summary, body);
-        if let Err(e) = lazy.get().publish(self.id, ch, publish, message, fx) {
+        let flags = PublishFlags { mandatory: publish.mandatory, immediate: publish.immediate };
+        let message = Message::new(publish.exchange, publish.routing_key, properties, summary, body);
+        if let Err(e) = lazy.get().publish(self.id, ch, flags, message, fx) {
             if e.is_soft() {
                 self.close_channel(ch, e, 60, 40, lazy, fx);
             } else {
