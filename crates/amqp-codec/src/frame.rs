@@ -23,11 +23,24 @@ pub const PROTOCOL_HEADER: &[u8; 8] = b"AMQP\x00\x00\x09\x01";
 /// One frame as it came off the wire.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Frame {
-    Method { channel: u16, method: Method },
+    Method {
+        channel: u16,
+        method: Method,
+    },
     /// A content header; `properties` is the raw property list (flags + values), kept as sent.
-    Header { channel: u16, class_id: u16, body_size: u64, properties: Bytes },
-    Body { channel: u16, payload: Bytes },
-    Heartbeat { channel: u16 },
+    Header {
+        channel: u16,
+        class_id: u16,
+        body_size: u64,
+        properties: Bytes,
+    },
+    Body {
+        channel: u16,
+        payload: Bytes,
+    },
+    Heartbeat {
+        channel: u16,
+    },
 }
 
 /// Errors from `FrameDecoder`, carrying the channel when it is known so the connection can
@@ -95,7 +108,14 @@ impl FrameDecoder {
                 }
                 let class_id = u16::from_be_bytes([payload[0], payload[1]]);
                 let body_size = u64::from_be_bytes([
-                    payload[4], payload[5], payload[6], payload[7], payload[8], payload[9], payload[10], payload[11],
+                    payload[4],
+                    payload[5],
+                    payload[6],
+                    payload[7],
+                    payload[8],
+                    payload[9],
+                    payload[10],
+                    payload[11],
                 ]);
                 Frame::Header { channel, class_id, body_size, properties: payload.slice(12..) }
             }
@@ -196,18 +216,14 @@ mod tests {
     #[test]
     fn golden_basic_qos() {
         let b = encode(1, BasicQos { prefetch_size: 0, prefetch_count: 10, global: false }.into());
-        assert_eq!(
-            &b[..],
-            &[1, 0, 1, 0, 0, 0, 11, 0, 60, 0, 10, 0, 0, 0, 0, 0, 10, 0, 0xCE][..]
-        );
+        assert_eq!(&b[..], &[1, 0, 1, 0, 0, 0, 11, 0, 60, 0, 10, 0, 0, 0, 0, 0, 10, 0, 0xCE][..]);
     }
 
     /// Proves a golden connection.tune-ok and heartbeat frame decode to the expected values.
     #[test]
     fn golden_tune_ok_and_heartbeat() {
-        let bytes: &[u8] = &[
-            1, 0, 0, 0, 0, 0, 12, 0, 10, 0, 31, 0x07, 0xFF, 0, 2, 0, 0, 0, 60, 0xCE, 8, 0, 0, 0, 0, 0, 0, 0xCE,
-        ];
+        let bytes: &[u8] =
+            &[1, 0, 0, 0, 0, 0, 12, 0, 10, 0, 31, 0x07, 0xFF, 0, 2, 0, 0, 0, 60, 0xCE, 8, 0, 0, 0, 0, 0, 0, 0xCE];
         let mut buf = BytesMut::from(bytes);
         let d = FrameDecoder::new(131072);
         let f = d.decode(&mut buf).expect("valid").expect("complete");
@@ -227,13 +243,7 @@ mod tests {
     fn golden_bits_packing() {
         let b = encode(
             1,
-            QueueDeclare {
-                queue: "q".into(),
-                durable: true,
-                auto_delete: true,
-                ..Default::default()
-            }
-            .into(),
+            QueueDeclare { queue: "q".into(), durable: true, auto_delete: true, ..Default::default() }.into(),
         );
         // frame header 7, class/method 4, ticket 2, shortstr 2, bits 1, table 4, end 1
         assert_eq!(b[7 + 4 + 2 + 2], 0b0000_1010);

@@ -50,6 +50,12 @@ pub fn name(code: u16) -> &'static str {
 pub fn is_soft(code: u16) -> bool {
     matches!(
         code,
-        CONTENT_TOO_LARGE | NO_ROUTE | NO_CONSUMERS | ACCESS_REFUSED | NOT_FOUND | RESOURCE_LOCKED | PRECONDITION_FAILED
+        CONTENT_TOO_LARGE
+            | NO_ROUTE
+            | NO_CONSUMERS
+            | ACCESS_REFUSED
+            | NOT_FOUND
+            | RESOURCE_LOCKED
+            | PRECONDITION_FAILED
     )
 }

@@ -25,7 +25,10 @@ pub enum FieldValue {
     I64L(i64),
     F32(f32),
     F64(f64),
-    Decimal { scale: u8, value: u32 },
+    Decimal {
+        scale: u8,
+        value: u32,
+    },
     LongStr(Bytes),
     Array(Vec<FieldValue>),
     Timestamp(u64),
@@ -327,8 +330,7 @@ pub mod arbitrary {
         leaf.prop_recursive(3, 24, 4, |inner| {
             prop_oneof![
                 proptest::collection::vec(inner.clone(), 0..4).prop_map(FieldValue::Array),
-                proptest::collection::vec((shortstr(), inner), 0..4)
-                    .prop_map(|e| FieldValue::Table(FieldTable(e))),
+                proptest::collection::vec((shortstr(), inner), 0..4).prop_map(|e| FieldValue::Table(FieldTable(e))),
             ]
         })
     }

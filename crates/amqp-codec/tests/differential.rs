@@ -3,6 +3,8 @@
 //! back must decode with ours to the same method and properties. Its tables are sorted maps with
 //! `l` for every 64-bit integer, so we compare against our value normalised the same way.
 
+#![allow(clippy::unwrap_used)]
+
 use amq_protocol::frame::{gen_frame, parse_frame};
 use amqp_codec::frame::{write_header, write_method, FrameDecoder};
 use amqp_codec::generated_arbitrary::method;

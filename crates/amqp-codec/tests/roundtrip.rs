@@ -1,6 +1,8 @@
 //! Property tests of the codec: every method and property set survives encode → decode, arbitrary
 //! bytes never panic, and a stream split at every byte boundary decodes to the same frames.
 
+#![allow(clippy::unwrap_used)]
+
 use amqp_codec::frame::{write_header, write_method, FrameDecoder};
 use amqp_codec::generated_arbitrary::method;
 use amqp_codec::properties::arbitrary::properties;

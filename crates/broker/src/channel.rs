@@ -5,7 +5,6 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
-
 use crate::message::Message;
 use crate::queue::QueuedMessage;
 use crate::QueueId;

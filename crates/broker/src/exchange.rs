@@ -64,7 +64,14 @@ pub struct Exchange {
 }
 
 impl Exchange {
-    pub fn new(name: &str, kind: ExchangeKind, durable: bool, auto_delete: bool, internal: bool, arguments: FieldTable) -> Self {
+    pub fn new(
+        name: &str,
+        kind: ExchangeKind,
+        durable: bool,
+        auto_delete: bool,
+        internal: bool,
+        arguments: FieldTable,
+    ) -> Self {
         Exchange {
             name: name.to_owned(),
             kind,
@@ -83,7 +90,7 @@ impl Exchange {
 
     /// Adds a binding; false when an identical one exists (binding is idempotent).
     pub fn bind(&mut self, b: Binding) -> bool {
-        if self.bindings.iter().any(|x| *x == b) {
+        if self.bindings.contains(&b) {
             return false;
         }
         self.bindings.push(b);
@@ -138,10 +145,7 @@ impl Exchange {
                     .map(|b| b.destination.clone()),
             ),
             ExchangeKind::Headers => out.extend(
-                self.bindings
-                    .iter()
-                    .filter(|b| headers::matches(&b.arguments, headers))
-                    .map(|b| b.destination.clone()),
+                self.bindings.iter().filter(|b| headers::matches(&b.arguments, headers)).map(|b| b.destination.clone()),
             ),
         }
     }

@@ -58,7 +58,9 @@ fn values_equal(a: &FieldValue, b: &FieldValue) -> bool {
     match (a.as_i64(), b.as_i64()) {
         (Some(x), Some(y)) => x == y,
         _ => match (a, b) {
-            (FieldValue::LongStr(x) | FieldValue::ByteArray(x), FieldValue::LongStr(y) | FieldValue::ByteArray(y)) => x == y,
+            (FieldValue::LongStr(x) | FieldValue::ByteArray(x), FieldValue::LongStr(y) | FieldValue::ByteArray(y)) => {
+                x == y
+            }
             _ => a == b,
         },
     }

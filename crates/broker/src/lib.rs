@@ -45,14 +45,41 @@ pub struct PublishFlags {
 /// Something for the server to send to a connection.
 #[derive(Debug, Clone)]
 pub enum Outbound {
-    Method { channel: u16, method: Method },
-    Deliver { channel: u16, consumer_tag: Arc<str>, delivery_tag: u64, redelivered: bool, message: Arc<Message> },
-    GetOk { channel: u16, delivery_tag: u64, redelivered: bool, message_count: u32, message: Arc<Message> },
-    Return { channel: u16, reply_code: u16, reply_text: &'static str, message: Arc<Message> },
+    Method {
+        channel: u16,
+        method: Method,
+    },
+    Deliver {
+        channel: u16,
+        consumer_tag: Arc<str>,
+        delivery_tag: u64,
+        redelivered: bool,
+        message: Arc<Message>,
+    },
+    GetOk {
+        channel: u16,
+        delivery_tag: u64,
+        redelivered: bool,
+        message_count: u32,
+        message: Arc<Message>,
+    },
+    Return {
+        channel: u16,
+        reply_code: u16,
+        reply_text: &'static str,
+        message: Arc<Message>,
+    },
     /// A publisher confirm: basic.ack (or basic.nack when `ack` is false) for one sequence number.
-    Confirm { channel: u16, delivery_tag: u64, ack: bool },
+    Confirm {
+        channel: u16,
+        delivery_tag: u64,
+        ack: bool,
+    },
     /// The connection must be closed by the server (e.g. its vhost was deleted).
-    CloseConnection { code: u16, text: String },
+    CloseConnection {
+        code: u16,
+        text: String,
+    },
 }
 
 /// The ordered output of one or more broker calls.
@@ -165,7 +192,9 @@ impl Vhost {
                 continue;
             }
             visited.push(name);
-            let Some(x) = self.exchanges.get(name) else { continue };
+            let Some(x) = self.exchanges.get(name) else {
+                continue;
+            };
             dests.clear();
             if name.is_empty() {
                 if let Some(&q) = self.queues.get(routing_key) {
@@ -252,7 +281,14 @@ fn locked(name: &str, vhost: &str) -> AmqpError {
     ))
 }
 
-fn inequivalent(what: &str, arg: &str, name: &str, vhost: &str, received: impl std::fmt::Display, current: impl std::fmt::Display) -> AmqpError {
+fn inequivalent(
+    what: &str,
+    arg: &str,
+    name: &str,
+    vhost: &str,
+    received: impl std::fmt::Display,
+    current: impl std::fmt::Display,
+) -> AmqpError {
     AmqpError::precondition_failed(format!(
         "inequivalent arg '{arg}' for {what} '{name}' in vhost '{vhost}': received '{received}' but current is '{current}'"
     ))
@@ -356,7 +392,13 @@ impl Broker {
     // ---- connections and channels -------------------------------------------------------------
 
     /// connection.open: binds the connection to a vhost. 530 NOT_ALLOWED when it does not exist.
-    pub fn connection_open(&mut self, conn: ConnectionId, vhost: &str, user: &str, credit: Arc<WriteCredit>) -> Result<()> {
+    pub fn connection_open(
+        &mut self,
+        conn: ConnectionId,
+        vhost: &str,
+        user: &str,
+        credit: Arc<WriteCredit>,
+    ) -> Result<()> {
         if !self.vhosts.contains_key(vhost) {
             return Err(AmqpError::not_allowed(format!("vhost {vhost} not found")));
         }
@@ -369,8 +411,12 @@ impl Broker {
 
     /// The connection's writer has room again: dispatch to its consumers.
     pub fn resume_connection(&mut self, conn: ConnectionId, effects: &mut Effects) {
-        let queues: Vec<QueueId> =
-            self.channels.iter().filter(|((c, _), _)| *c == conn).flat_map(|(_, ch)| ch.consumers.values().copied()).collect();
+        let queues: Vec<QueueId> = self
+            .channels
+            .iter()
+            .filter(|((c, _), _)| *c == conn)
+            .flat_map(|(_, ch)| ch.consumers.values().copied())
+            .collect();
         self.dirty.extend(queues);
         self.run_dispatch(effects);
     }
@@ -411,7 +457,9 @@ impl Broker {
 
     /// The channel is closed: requeue its unacked messages and remove its consumers.
     pub fn channel_closed(&mut self, conn: ConnectionId, channel: u16, effects: &mut Effects) {
-        let Some(mut ch) = self.channels.remove(&(conn, channel)) else { return };
+        let Some(mut ch) = self.channels.remove(&(conn, channel)) else {
+            return;
+        };
         // Requeue newest first so each lands in front of the later ones already back.
         while let Some(u) = ch.unacked.pop_back() {
             if let Some(q) = self.queues.get_mut(&u.queue) {
@@ -699,7 +747,10 @@ impl Broker {
             let dest = Destination::Exchange(m.exchange.clone());
             let bound_to = vhost.exchanges.values().any(|o| o.bindings.iter().any(|b| b.destination == dest));
             if m.if_unused && (!x.bindings.is_empty() || bound_to) {
-                return Err(AmqpError::precondition_failed(format!("{} in use", exchange_desc(&m.exchange, &vhost_name))));
+                return Err(AmqpError::precondition_failed(format!(
+                    "{} in use",
+                    exchange_desc(&m.exchange, &vhost_name)
+                )));
             }
             vhost.exchanges.remove(&m.exchange);
             Self::remove_destination(vhost, &dest);
@@ -746,7 +797,11 @@ impl Broker {
         if x.kind == ExchangeKind::Headers {
             headers::validate(&arguments).map_err(AmqpError::precondition_failed)?;
         }
-        let b = Binding { destination: Destination::Exchange(destination.to_owned()), routing_key: routing_key.to_owned(), arguments };
+        let b = Binding {
+            destination: Destination::Exchange(destination.to_owned()),
+            routing_key: routing_key.to_owned(),
+            arguments,
+        };
         if bind {
             x.bind(b);
         } else if x.unbind(&b) && x.auto_delete && x.bindings.is_empty() {
@@ -852,9 +907,7 @@ impl Broker {
         let vhost_name = self.vhost_of(conn)?.to_owned();
         let qid = self.find_queue(conn, queue)?;
         if exchange.is_empty() {
-            return Err(AmqpError::access_refused(format!(
-                "operation not permitted on the default exchange"
-            )));
+            return Err(AmqpError::access_refused("operation not permitted on the default exchange"));
         }
         let vhost = self.vhosts.get_mut(&vhost_name).ok_or_else(|| no_exchange(exchange, &vhost_name))?;
         let x = vhost.exchanges.get_mut(exchange).ok_or_else(|| no_exchange(exchange, &vhost_name))?;
@@ -901,7 +954,9 @@ impl Broker {
 
     /// Deletes a queue: bindings go, consumers are told with basic.cancel. Returns its ready count.
     pub fn delete_queue_by_id(&mut self, qid: QueueId, fx: &mut Effects) -> usize {
-        let Some(q) = self.queues.remove(&qid) else { return 0 };
+        let Some(q) = self.queues.remove(&qid) else {
+            return 0;
+        };
         if let Some(v) = self.vhosts.get_mut(&q.vhost) {
             v.queues.remove(&q.name);
             Self::remove_destination(v, &Destination::Queue(qid));
@@ -924,8 +979,11 @@ impl Broker {
     // ---- consuming ------------------------------------------------------------------------------
 
     fn basic_consume(&mut self, conn: ConnectionId, ch: u16, m: BasicConsume, fx: &mut Effects) -> Result<()> {
-        let tag: Arc<str> =
-            if m.consumer_tag.is_empty() { self.generate_name("amq.ctag-").into() } else { m.consumer_tag.as_str().into() };
+        let tag: Arc<str> = if m.consumer_tag.is_empty() {
+            self.generate_name("amq.ctag-").into()
+        } else {
+            m.consumer_tag.as_str().into()
+        };
         {
             let max = self.config.consumers_per_channel_max;
             let c = self.channel_mut(conn, ch)?;
@@ -953,7 +1011,8 @@ impl Broker {
         let vhost = self.vhost_of(conn)?.to_owned();
         let qid = self.find_queue(conn, &m.queue)?;
         let prefetch_count = self.channels.get(&(conn, ch)).map(|c| c.prefetch_count).unwrap_or(0);
-        let credit = self.connections.get(&conn).map(|c| c.credit.clone()).unwrap_or_else(|| WriteCredit::new(i64::MAX / 2));
+        let credit =
+            self.connections.get(&conn).map(|c| c.credit.clone()).unwrap_or_else(|| WriteCredit::new(i64::MAX / 2));
         let q = self.queues.get_mut(&qid).ok_or_else(|| no_queue(&m.queue, &vhost))?;
         if q.has_exclusive_consumer() || (m.exclusive && !q.consumers.is_empty()) {
             return Err(AmqpError::access_refused(format!("{} in exclusive use", queue_desc(&m.queue, &vhost))));
@@ -981,7 +1040,9 @@ impl Broker {
     }
 
     fn remove_consumer(&mut self, qid: QueueId, conn: ConnectionId, ch: u16, tag: &str, fx: &mut Effects) {
-        let Some(q) = self.queues.get_mut(&qid) else { return };
+        let Some(q) = self.queues.get_mut(&qid) else {
+            return;
+        };
         q.consumers.retain(|c| !(c.conn == conn && c.channel == ch && &*c.tag == tag));
         if q.next_consumer >= q.consumers.len() {
             q.next_consumer = 0;
@@ -993,7 +1054,9 @@ impl Broker {
 
     fn basic_get(&mut self, conn: ConnectionId, ch: u16, m: BasicGet, fx: &mut Effects) -> Result<()> {
         let qid = self.find_queue(conn, &m.queue)?;
-        let Some(q) = self.queues.get_mut(&qid) else { return Ok(()) };
+        let Some(q) = self.queues.get_mut(&qid) else {
+            return Ok(());
+        };
         let Some(entry) = q.pop() else {
             fx.reply(conn, ch, BasicGetEmpty { cluster_id: String::new() });
             return Ok(());
@@ -1015,14 +1078,24 @@ impl Broker {
         Ok(())
     }
 
-    fn settle(&mut self, conn: ConnectionId, ch: u16, delivery_tag: u64, multiple: bool, how: Settle, _fx: &mut Effects) -> Result<()> {
+    fn settle(
+        &mut self,
+        conn: ConnectionId,
+        ch: u16,
+        delivery_tag: u64,
+        multiple: bool,
+        how: Settle,
+        _fx: &mut Effects,
+    ) -> Result<()> {
         let c = self.channel_mut(conn, ch)?;
         let Some(done) = c.take_unacked(delivery_tag, multiple) else {
             return Err(AmqpError::precondition_failed(format!("unknown delivery tag {delivery_tag}")));
         };
         c.consumer_unacked -= done.iter().filter(|u| u.consumer_tag.is_some()).count() as u32;
         for u in done.into_iter().rev() {
-            let Some(q) = self.queues.get_mut(&u.queue) else { continue };
+            let Some(q) = self.queues.get_mut(&u.queue) else {
+                continue;
+            };
             q.unacked_count -= 1;
             if let Some(tag) = &u.consumer_tag {
                 if let Some(cons) = q.consumer_mut(conn, ch, tag) {
@@ -1042,7 +1115,9 @@ impl Broker {
         let all: Vec<Unacked> = c.unacked.drain(..).collect();
         c.consumer_unacked = 0;
         for u in all.into_iter().rev() {
-            let Some(q) = self.queues.get_mut(&u.queue) else { continue };
+            let Some(q) = self.queues.get_mut(&u.queue) else {
+                continue;
+            };
             q.unacked_count -= 1;
             if let Some(tag) = &u.consumer_tag {
                 if let Some(cons) = q.consumer_mut(conn, ch, tag) {
@@ -1059,13 +1134,27 @@ impl Broker {
 
     /// basic.publish with its content (the message carries the exchange and routing key).
     /// Confirms, returns and deliveries go into `effects`.
-    pub fn publish(&mut self, conn: ConnectionId, ch: u16, flags: PublishFlags, message: Message, fx: &mut Effects) -> Result<()> {
+    pub fn publish(
+        &mut self,
+        conn: ConnectionId,
+        ch: u16,
+        flags: PublishFlags,
+        message: Message,
+        fx: &mut Effects,
+    ) -> Result<()> {
         let r = self.publish_checked(conn, ch, flags, message, fx);
         self.run_dispatch(fx);
         r
     }
 
-    fn publish_checked(&mut self, conn: ConnectionId, ch: u16, flags: PublishFlags, mut message: Message, fx: &mut Effects) -> Result<()> {
+    fn publish_checked(
+        &mut self,
+        conn: ConnectionId,
+        ch: u16,
+        flags: PublishFlags,
+        mut message: Message,
+        fx: &mut Effects,
+    ) -> Result<()> {
         if flags.immediate {
             return Err(AmqpError::not_implemented("immediate=true"));
         }
@@ -1104,7 +1193,14 @@ impl Broker {
         self.publish_now(conn, ch, flags.mandatory, message, fx)
     }
 
-    fn publish_now(&mut self, conn: ConnectionId, ch: u16, mandatory: bool, message: Message, fx: &mut Effects) -> Result<()> {
+    fn publish_now(
+        &mut self,
+        conn: ConnectionId,
+        ch: u16,
+        mandatory: bool,
+        message: Message,
+        fx: &mut Effects,
+    ) -> Result<()> {
         let seq = {
             let c = self.channel_mut(conn, ch)?;
             if c.confirm {
@@ -1126,13 +1222,24 @@ impl Broker {
             vhost.route(&message.exchange, &message.routing_key, &message, &mut routed);
         }
         if routed.is_empty() && !delivered_direct && mandatory {
-            fx.push(conn, Outbound::Return { channel: ch, reply_code: reply::NO_ROUTE, reply_text: "NO_ROUTE", message: message.clone() });
+            fx.push(
+                conn,
+                Outbound::Return {
+                    channel: ch,
+                    reply_code: reply::NO_ROUTE,
+                    reply_text: "NO_ROUTE",
+                    message: message.clone(),
+                },
+            );
         }
         for &qid in &routed {
             if let Some(q) = self.queues.get_mut(&qid) {
                 q.push(message.clone());
                 self.dirty.push(qid);
-                if q.ready.len() > self.config.queue_flow_backlog && !q.consumers.is_empty() && !self.pressure.contains(&qid) {
+                if q.ready.len() > self.config.queue_flow_backlog
+                    && !q.consumers.is_empty()
+                    && !self.pressure.contains(&qid)
+                {
                     self.pressure.push(qid);
                 }
             }
@@ -1151,15 +1258,25 @@ impl Broker {
         else {
             return false;
         };
-        let Some(c) = self.channels.get_mut(&(conn, ch)) else { return false };
-        let Some(tag) = c.reply_consumer.clone() else { return false };
+        let Some(c) = self.channels.get_mut(&(conn, ch)) else {
+            return false;
+        };
+        let Some(tag) = c.reply_consumer.clone() else {
+            return false;
+        };
         let delivery_tag = c.next_tag();
         if let Some(state) = self.connections.get(&conn) {
             state.credit.spend(delivery_cost(message));
         }
         fx.push(
             conn,
-            Outbound::Deliver { channel: ch, consumer_tag: tag, delivery_tag, redelivered: false, message: message.clone() },
+            Outbound::Deliver {
+                channel: ch,
+                consumer_tag: tag,
+                delivery_tag,
+                redelivered: false,
+                message: message.clone(),
+            },
         );
         true
     }
@@ -1175,7 +1292,9 @@ impl Broker {
     /// Hands ready messages to consumers that can take them, round-robin, honouring prefetch and
     /// channel flow.
     fn dispatch(&mut self, qid: QueueId, fx: &mut Effects) {
-        let Some(q) = self.queues.get_mut(&qid) else { return };
+        let Some(q) = self.queues.get_mut(&qid) else {
+            return;
+        };
         let n = q.consumers.len();
         if n == 0 {
             return;
@@ -1188,7 +1307,9 @@ impl Broker {
                 if !c.no_ack && c.prefetch_count != 0 && c.unacked >= c.prefetch_count as u32 {
                     continue;
                 }
-                let Some(chan) = self.channels.get(&(c.conn, c.channel)) else { continue };
+                let Some(chan) = self.channels.get(&(c.conn, c.channel)) else {
+                    continue;
+                };
                 if !chan.flow_active || (!c.no_ack && !chan.can_deliver()) {
                     continue;
                 }
@@ -1202,7 +1323,9 @@ impl Broker {
             q.next_consumer = (idx + 1) % n;
             let Some(entry) = q.pop() else { break };
             let cons = &mut q.consumers[idx];
-            let Some(chan) = self.channels.get_mut(&(cons.conn, cons.channel)) else { break };
+            let Some(chan) = self.channels.get_mut(&(cons.conn, cons.channel)) else {
+                break;
+            };
             let delivery_tag = chan.next_tag();
             cons.credit.spend(delivery_cost(&entry.message));
             let out = Outbound::Deliver {
@@ -1216,7 +1339,12 @@ impl Broker {
                 cons.unacked += 1;
                 chan.consumer_unacked += 1;
                 q.unacked_count += 1;
-                chan.unacked.push_back(Unacked { delivery_tag, queue: qid, entry, consumer_tag: Some(cons.tag.clone()) });
+                chan.unacked.push_back(Unacked {
+                    delivery_tag,
+                    queue: qid,
+                    entry,
+                    consumer_tag: Some(cons.tag.clone()),
+                });
             }
             fx.push(cons.conn, out);
         }
@@ -1240,9 +1368,13 @@ enum Settle {
 
 /// Returns the message with its reply_to property replaced (direct reply-to).
 fn rewrite_reply_to(message: Message, reply_to: &str) -> Message {
-    let Ok(mut props) = BasicProperties::decode(&message.properties) else { return message };
+    let Ok(mut props) = BasicProperties::decode(&message.properties) else {
+        return message;
+    };
     props.reply_to = Some(reply_to.to_owned());
-    let Ok(raw) = props.to_bytes() else { return message };
+    let Ok(raw) = props.to_bytes() else {
+        return message;
+    };
     let summary = PropertiesSummary::scan(&raw).unwrap_or(message.summary);
     Message { properties: raw, summary, ..message }
 }
@@ -1271,10 +1403,8 @@ fn validate_queue_arguments(args: &FieldTable, name: &str, vhost: &str) -> Resul
                     return Err(bad(key, format!("{{value_out_of_range,{i}}}")));
                 }
             }
-            "x-dead-letter-exchange" | "x-dead-letter-routing-key" => {
-                if v.as_str().is_none() {
-                    return Err(bad(key, format!("{{unacceptable_type,{}}}", v.type_name())));
-                }
+            "x-dead-letter-exchange" | "x-dead-letter-routing-key" if v.as_str().is_none() => {
+                return Err(bad(key, format!("{{unacceptable_type,{}}}", v.type_name())));
             }
             "x-overflow" => match v.as_str() {
                 Some("drop-head" | "reject-publish" | "reject-publish-dlx") => {}

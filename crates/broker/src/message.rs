@@ -17,12 +17,23 @@ pub struct Message {
 }
 
 impl Message {
-    pub fn new(exchange: String, routing_key: String, properties: Bytes, summary: PropertiesSummary, body: Bytes) -> Self {
+    pub fn new(
+        exchange: String,
+        routing_key: String,
+        properties: Bytes,
+        summary: PropertiesSummary,
+        body: Bytes,
+    ) -> Self {
         Message { exchange, routing_key, properties, summary, body }
     }
 
     /// Builds a message from owned properties (for messages the broker or tests create).
-    pub fn with_properties(exchange: &str, routing_key: &str, props: &amqp_codec::BasicProperties, body: Bytes) -> Self {
+    pub fn with_properties(
+        exchange: &str,
+        routing_key: &str,
+        props: &amqp_codec::BasicProperties,
+        body: Bytes,
+    ) -> Self {
         let properties = props.to_bytes().unwrap_or_else(|_| Bytes::from_static(&[0, 0]));
         let summary = PropertiesSummary::scan(&properties).unwrap_or_default();
         Message { exchange: exchange.to_owned(), routing_key: routing_key.to_owned(), properties, summary, body }

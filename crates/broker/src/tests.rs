@@ -23,7 +23,9 @@ fn deliveries(fx: &mut Effects) -> Vec<(u64, bool, Bytes)> {
     fx.out
         .drain(..)
         .filter_map(|(_, o)| match o {
-            Outbound::Deliver { delivery_tag, redelivered, message, .. } => Some((delivery_tag, redelivered, message.body.clone())),
+            Outbound::Deliver { delivery_tag, redelivered, message, .. } => {
+                Some((delivery_tag, redelivered, message.body.clone()))
+            }
             _ => None,
         })
         .collect()
@@ -34,7 +36,8 @@ fn deliveries(fx: &mut Effects) -> Vec<(u64, bool, Bytes)> {
 fn default_exchange_delivers_to_consumer() {
     let (mut b, mut fx) = setup();
     declare(&mut b, &mut fx, "hello");
-    b.handle(1, 1, BasicConsume { queue: "hello".into(), no_ack: true, ..Default::default() }.into(), &mut fx).expect("consumes");
+    b.handle(1, 1, BasicConsume { queue: "hello".into(), no_ack: true, ..Default::default() }.into(), &mut fx)
+        .expect("consumes");
     publish(&mut b, &mut fx, "", "hello", "Hello World!");
     let d = deliveries(&mut fx);
     assert_eq!(d, vec![(1, false, Bytes::from_static(b"Hello World!"))]);
@@ -49,7 +52,8 @@ fn prefetch_and_requeue_order() {
         publish(&mut b, &mut fx, "", "q", body);
     }
     b.handle(1, 1, BasicQos { prefetch_count: 2, ..Default::default() }.into(), &mut fx).expect("qos");
-    b.handle(1, 1, BasicConsume { queue: "q".into(), consumer_tag: "c".into(), ..Default::default() }.into(), &mut fx).expect("consume");
+    b.handle(1, 1, BasicConsume { queue: "q".into(), consumer_tag: "c".into(), ..Default::default() }.into(), &mut fx)
+        .expect("consume");
     let d = deliveries(&mut fx);
     assert_eq!(d.iter().map(|x| x.2.clone()).collect::<Vec<_>>(), vec![Bytes::from("a"), Bytes::from("b")]);
     b.handle(1, 1, BasicNack { delivery_tag: 2, multiple: true, requeue: true }.into(), &mut fx).expect("nack");
@@ -92,14 +96,34 @@ fn e2e_and_alternate_exchange() {
         ("t", "topic", FieldTable(vec![("alternate-exchange".into(), "ae".into())])),
         ("src", "direct", FieldTable::new()),
     ] {
-        b.handle(1, 1, ExchangeDeclare { exchange: name.into(), kind: kind.into(), arguments: args, ..Default::default() }.into(), &mut fx)
-            .expect("declare");
+        b.handle(
+            1,
+            1,
+            ExchangeDeclare { exchange: name.into(), kind: kind.into(), arguments: args, ..Default::default() }.into(),
+            &mut fx,
+        )
+        .expect("declare");
     }
     declare(&mut b, &mut fx, "matched");
     declare(&mut b, &mut fx, "unrouted");
-    b.handle(1, 1, QueueBind { queue: "matched".into(), exchange: "t".into(), routing_key: "a.#".into(), ..Default::default() }.into(), &mut fx).expect("bind");
-    b.handle(1, 1, QueueBind { queue: "unrouted".into(), exchange: "ae".into(), ..Default::default() }.into(), &mut fx).expect("bind");
-    b.handle(1, 1, ExchangeBind { destination: "t".into(), source: "src".into(), routing_key: "k".into(), ..Default::default() }.into(), &mut fx).expect("bind");
+    b.handle(
+        1,
+        1,
+        QueueBind { queue: "matched".into(), exchange: "t".into(), routing_key: "a.#".into(), ..Default::default() }
+            .into(),
+        &mut fx,
+    )
+    .expect("bind");
+    b.handle(1, 1, QueueBind { queue: "unrouted".into(), exchange: "ae".into(), ..Default::default() }.into(), &mut fx)
+        .expect("bind");
+    b.handle(
+        1,
+        1,
+        ExchangeBind { destination: "t".into(), source: "src".into(), routing_key: "k".into(), ..Default::default() }
+            .into(),
+        &mut fx,
+    )
+    .expect("bind");
     let m = Message::with_properties("src", "k", &BasicProperties::default(), Bytes::new());
     b.publish(1, 1, PublishFlags::default(), m, &mut fx).expect("pub");
     publish(&mut b, &mut fx, "t", "a.b", "x");
@@ -117,7 +141,8 @@ fn write_credit_pauses_and_resumes_dispatch() {
     b.channel_open(1, 1);
     let mut fx = Effects::default();
     declare(&mut b, &mut fx, "q");
-    b.handle(1, 1, BasicConsume { queue: "q".into(), no_ack: true, ..Default::default() }.into(), &mut fx).expect("consume");
+    b.handle(1, 1, BasicConsume { queue: "q".into(), no_ack: true, ..Default::default() }.into(), &mut fx)
+        .expect("consume");
     for body in ["a", "b", "c"] {
         publish(&mut b, &mut fx, "", "q", body);
     }

@@ -63,9 +63,10 @@ fn frame_error_end(e: FrameError) -> End {
             class_id,
             method_id,
         },
-        CodecError::FrameTooLarge { size, frame_max } => {
-            End::hard(FRAME_ERROR, text(FRAME_ERROR, format!("frame size {size} exceeds negotiated frame_max {frame_max}")))
-        }
+        CodecError::FrameTooLarge { size, frame_max } => End::hard(
+            FRAME_ERROR,
+            text(FRAME_ERROR, format!("frame size {size} exceeds negotiated frame_max {frame_max}")),
+        ),
         other => {
             let (class_id, method_id) = e.method.unwrap_or((0, 0));
             let name = method_name(class_id, method_id).unwrap_or("frame");
@@ -209,7 +210,12 @@ struct Negotiated {
 }
 
 /// The handshake, up to and including connection.open-ok.
-async fn handshake(shared: &Shared, id: ConnectionId, reader: &mut Reader, wr: &mut OwnedWriteHalf) -> Result<Negotiated, End> {
+async fn handshake(
+    shared: &Shared,
+    id: ConnectionId,
+    reader: &mut Reader,
+    wr: &mut OwnedWriteHalf,
+) -> Result<Negotiated, End> {
     let cfg = &shared.config;
     while reader.buf.len() < 8 {
         reader.read_more().await.map_err(End::Io)?;
@@ -232,16 +238,14 @@ async fn handshake(shared: &Shared, id: ConnectionId, reader: &mut Reader, wr: &
         Frame::Method { channel: 0, method: Method::ConnectionStartOk(m) } => m,
         other => return Err(unexpected_in_handshake("connection.start-ok", &other)),
     };
-    let refused = |mech: &str| {
-        End::Hard {
-            code: ACCESS_REFUSED,
-            text: text(
-                ACCESS_REFUSED,
-                format!("Login was refused using authentication mechanism {mech}. For details see the broker logfile."),
-            ),
-            class_id: 0,
-            method_id: 0,
-        }
+    let refused = |mech: &str| End::Hard {
+        code: ACCESS_REFUSED,
+        text: text(
+            ACCESS_REFUSED,
+            format!("Login was refused using authentication mechanism {mech}. For details see the broker logfile."),
+        ),
+        class_id: 0,
+        method_id: 0,
     };
     if start_ok.mechanism != "PLAIN" && start_ok.mechanism != "AMQPLAIN" {
         return Err(End::hard(
@@ -264,7 +268,8 @@ async fn handshake(shared: &Shared, id: ConnectionId, reader: &mut Reader, wr: &
         Frame::Method { channel: 0, method: Method::ConnectionTuneOk(m) } => m,
         other => return Err(unexpected_in_handshake("connection.tune-ok", &other)),
     };
-    let not_allowed = |t: String| End::Hard { code: NOT_ALLOWED, text: text(NOT_ALLOWED, t), class_id: 10, method_id: 31 };
+    let not_allowed =
+        |t: String| End::Hard { code: NOT_ALLOWED, text: text(NOT_ALLOWED, t), class_id: 10, method_id: 31 };
     let frame_max = match tune_ok.frame_max {
         0 => cfg.frame_max,
         f if f < FRAME_MIN_SIZE => return Err(not_allowed(format!("frame_max={f} < {FRAME_MIN_SIZE} min size"))),
@@ -298,13 +303,20 @@ fn unexpected_in_handshake(expected: &str, got: &Frame) -> End {
             class_id: method.class_id(),
             method_id: method.method_id(),
         },
-        _ => End::hard(UNEXPECTED_FRAME, text(UNEXPECTED_FRAME, format!("expected '{expected}', got a non-method frame"))),
+        _ => End::hard(
+            UNEXPECTED_FRAME,
+            text(UNEXPECTED_FRAME, format!("expected '{expected}', got a non-method frame")),
+        ),
     }
 }
 
 async fn run(shared: &Arc<Shared>, id: ConnectionId, stream: TcpStream) -> Result<(), String> {
     let (rd, mut wr) = stream.into_split();
-    let mut reader = Reader { rd, buf: BytesMut::with_capacity(READ_BUFFER_BYTES), decoder: FrameDecoder::new(shared.config.frame_max) };
+    let mut reader = Reader {
+        rd,
+        buf: BytesMut::with_capacity(READ_BUFFER_BYTES),
+        decoder: FrameDecoder::new(shared.config.frame_max),
+    };
     let timeout = Duration::from_secs(shared.config.handshake_timeout_secs);
     let negotiated = match tokio::time::timeout(timeout, handshake(shared, id, &mut reader, &mut wr)).await {
         Err(_) => return Err("handshake timed out".into()),
@@ -322,7 +334,13 @@ async fn run(shared: &Arc<Shared>, id: ConnectionId, stream: TcpStream) -> Resul
     shared.outboxes.lock().insert(id, outbox.clone());
     let closing = Arc::new(AtomicBool::new(false));
     let writer = tokio::spawn(writer_loop(
-        Writer { shared: shared.clone(), id, credit: negotiated.credit.clone(), outbox: outbox.clone(), closing: closing.clone() },
+        Writer {
+            shared: shared.clone(),
+            id,
+            credit: negotiated.credit.clone(),
+            outbox: outbox.clone(),
+            closing: closing.clone(),
+        },
         wr,
         negotiated.frame_max,
         negotiated.heartbeat_secs,
@@ -383,7 +401,13 @@ impl<'a> Lazy<'a> {
 }
 
 impl Conn {
-    async fn read_loop(&mut self, shared: &Arc<Shared>, reader: &mut Reader, heartbeat_secs: u16, outbox: &Outbox) -> Result<(), String> {
+    async fn read_loop(
+        &mut self,
+        shared: &Arc<Shared>,
+        reader: &mut Reader,
+        heartbeat_secs: u16,
+        outbox: &Outbox,
+    ) -> Result<(), String> {
         let mut shutdown = shared.shutdown.clone();
         let idle_max = if heartbeat_secs == 0 { None } else { Some(Duration::from_secs(heartbeat_secs as u64 * 2)) };
         let mut fx = Effects::default();
@@ -414,7 +438,11 @@ impl Conn {
                 if let Some(End::Hard { code, text, class_id, method_id }) = end.take() {
                     if self.closing_since.is_none() {
                         tracing::warn!("closing connection: {text}");
-                        fx.reply(self.id, 0, ConnectionClose { reply_code: code, reply_text: text, class_id, method_id });
+                        fx.reply(
+                            self.id,
+                            0,
+                            ConnectionClose { reply_code: code, reply_text: text, class_id, method_id },
+                        );
                         self.closing_since = Some(tokio::time::Instant::now());
                     }
                 } else if let Some(End::Io(e)) = end {
@@ -469,7 +497,15 @@ impl Conn {
         }
     }
 
-    fn close_channel(&mut self, ch: u16, e: AmqpError, class_id: u16, method_id: u16, lazy: &mut Lazy<'_>, fx: &mut Effects) {
+    fn close_channel(
+        &mut self,
+        ch: u16,
+        e: AmqpError,
+        class_id: u16,
+        method_id: u16,
+        lazy: &mut Lazy<'_>,
+        fx: &mut Effects,
+    ) {
         fx.reply(self.id, ch, ChannelClose { reply_code: e.code, reply_text: e.reply_text(), class_id, method_id });
         lazy.get().channel_closed(self.id, ch, fx);
         self.channels.insert(ch, ChannelProto::Closing);
@@ -485,7 +521,9 @@ impl Conn {
         }
         match frame {
             Frame::Heartbeat { channel: 0 } => Ok(()),
-            Frame::Heartbeat { .. } => Err(End::hard(FRAME_ERROR, text(FRAME_ERROR, "heartbeat frame on a non-zero channel"))),
+            Frame::Heartbeat { .. } => {
+                Err(End::hard(FRAME_ERROR, text(FRAME_ERROR, "heartbeat frame on a non-zero channel")))
+            }
             Frame::Method { channel: 0, method } => self.on_connection_method(method, fx),
             Frame::Method { channel, method } => self.on_channel_method(channel, method, lazy, fx),
             Frame::Header { channel: 0, .. } | Frame::Body { channel: 0, .. } => {
@@ -565,7 +603,8 @@ impl Conn {
                 }
                 match method {
                     Method::BasicPublish(p) => {
-                        *pending = Some(Box::new(Pending { publish: p, header: None, body: Bytes::new(), parts: None }));
+                        *pending =
+                            Some(Box::new(Pending { publish: p, header: None, body: Bytes::new(), parts: None }));
                         Ok(())
                     }
                     Method::ChannelOpen(_) => Err(hard(CHANNEL_ERROR, "second 'channel.open' seen".into())),
@@ -576,11 +615,12 @@ impl Conn {
                         Ok(())
                     }
                     Method::ChannelCloseOk(_) => Ok(()),
-                    m if m.class_id() == 10 => Err(hard(
-                        COMMAND_INVALID,
-                        format!("connection method '{}' on channel {ch}", m.name()),
-                    )),
-                    m if m.has_content() => Err(hard(COMMAND_INVALID, format!("'{}' is a server-only method", m.name()))),
+                    m if m.class_id() == 10 => {
+                        Err(hard(COMMAND_INVALID, format!("connection method '{}' on channel {ch}", m.name())))
+                    }
+                    m if m.has_content() => {
+                        Err(hard(COMMAND_INVALID, format!("'{}' is a server-only method", m.name())))
+                    }
                     m => match lazy.get().handle(self.id, ch, m, fx) {
                         Ok(()) => Ok(()),
                         Err(e) if e.is_soft() => {
@@ -596,7 +636,9 @@ impl Conn {
 
     fn pending(&mut self, ch: u16, what: &str) -> Result<Option<&mut Box<Pending>>, End> {
         match self.channels.get_mut(&ch) {
-            None => Err(End::hard(CHANNEL_ERROR, text(CHANNEL_ERROR, format!("expected 'channel.open' on channel {ch}")))),
+            None => {
+                Err(End::hard(CHANNEL_ERROR, text(CHANNEL_ERROR, format!("expected 'channel.open' on channel {ch}"))))
+            }
             Some(ChannelProto::Closing) => Ok(None),
             Some(ChannelProto::Open(None)) => Err(End::hard(
                 UNEXPECTED_FRAME,
@@ -616,18 +658,28 @@ impl Conn {
         fx: &mut Effects,
     ) -> Result<(), End> {
         let max = self.max_message_size;
-        let Some(p) = self.pending(ch, "content header")? else { return Ok(()) };
+        let Some(p) = self.pending(ch, "content header")? else {
+            return Ok(());
+        };
         if p.header.is_some() {
             return Err(End::hard(UNEXPECTED_FRAME, text(UNEXPECTED_FRAME, "second content header for one publish")));
         }
         if class_id != 60 {
-            return Err(End::hard(FRAME_ERROR, text(FRAME_ERROR, format!("content header for class {class_id}, expected 60"))));
+            return Err(End::hard(
+                FRAME_ERROR,
+                text(FRAME_ERROR, format!("content header for class {class_id}, expected 60")),
+            ));
         }
-        let summary = PropertiesSummary::scan(&properties).map_err(|e| {
-            End::Hard { code: SYNTAX_ERROR, text: text(SYNTAX_ERROR, format!("invalid content properties: {e}")), class_id: 60, method_id: 40 }
+        let summary = PropertiesSummary::scan(&properties).map_err(|e| End::Hard {
+            code: SYNTAX_ERROR,
+            text: text(SYNTAX_ERROR, format!("invalid content properties: {e}")),
+            class_id: 60,
+            method_id: 40,
         })?;
         if body_size > max {
-            let e = AmqpError::precondition_failed(format!("message size {body_size} is larger than configured max size {max}"));
+            let e = AmqpError::precondition_failed(format!(
+                "message size {body_size} is larger than configured max size {max}"
+            ));
             self.close_channel(ch, e, 60, 40, lazy, fx);
             return Ok(());
         }
@@ -639,7 +691,9 @@ impl Conn {
     }
 
     fn on_body(&mut self, ch: u16, payload: Bytes, lazy: &mut Lazy<'_>, fx: &mut Effects) -> Result<(), End> {
-        let Some(p) = self.pending(ch, "content body")? else { return Ok(()) };
+        let Some(p) = self.pending(ch, "content body")? else {
+            return Ok(());
+        };
         let Some((body_size, _, _)) = p.header else {
             return Err(End::hard(UNEXPECTED_FRAME, text(UNEXPECTED_FRAME, "content body before content header")));
         };
@@ -666,10 +720,14 @@ impl Conn {
     }
 
     fn complete(&mut self, ch: u16, lazy: &mut Lazy<'_>, fx: &mut Effects) {
-        let Some(ChannelProto::Open(slot)) = self.channels.get_mut(&ch) else { return };
+        let Some(ChannelProto::Open(slot)) = self.channels.get_mut(&ch) else {
+            return;
+        };
         let Some(p) = slot.take() else { return };
         let Pending { publish, header, body, parts } = *p;
-        let Some((_, properties, summary)) = header else { return };
+        let Some((_, properties, summary)) = header else {
+            return;
+        };
         let body = match parts {
             Some(b) => b.freeze(),
             None => body,
@@ -681,7 +739,11 @@ impl Conn {
                 self.close_channel(ch, e, 60, 40, lazy, fx);
             } else {
                 // Hard errors on publish (e.g. immediate=true) close the connection.
-                fx.reply(self.id, 0, ConnectionClose { reply_code: e.code, reply_text: e.reply_text(), class_id: 60, method_id: 40 });
+                fx.reply(
+                    self.id,
+                    0,
+                    ConnectionClose { reply_code: e.code, reply_text: e.reply_text(), class_id: 60, method_id: 40 },
+                );
                 self.closing_since = Some(tokio::time::Instant::now());
             }
         }
@@ -702,7 +764,11 @@ struct Writer {
 async fn writer_loop(w: Writer, mut wr: OwnedWriteHalf, frame_max: u32, heartbeat_secs: u16) {
     let mut items = Vec::new();
     let mut buf = BytesMut::with_capacity(64 * 1024);
-    let idle = if heartbeat_secs == 0 { Duration::from_secs(86_400) } else { Duration::from_secs((heartbeat_secs as u64).div_ceil(2)) };
+    let idle = if heartbeat_secs == 0 {
+        Duration::from_secs(86_400)
+    } else {
+        Duration::from_secs((heartbeat_secs as u64).div_ceil(2))
+    };
     loop {
         w.outbox.take(&mut items);
         if items.is_empty() {
@@ -748,7 +814,15 @@ fn encode(buf: &mut BytesMut, items: &mut Vec<Outbound>, frame_max: u32) -> usiz
             }
             Outbound::Deliver { channel, consumer_tag, delivery_tag, redelivered, message } => {
                 delivered += delivery_cost(message);
-                write_deliver(buf, *channel, consumer_tag, *delivery_tag, *redelivered, &message.exchange, &message.routing_key);
+                write_deliver(
+                    buf,
+                    *channel,
+                    consumer_tag,
+                    *delivery_tag,
+                    *redelivered,
+                    &message.exchange,
+                    &message.routing_key,
+                );
                 write_content(buf, *channel, message, frame_max);
             }
             Outbound::GetOk { channel, delivery_tag, redelivered, message_count, message } => {

@@ -105,7 +105,8 @@ fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
 
 /// Serves AMQP on `listeners` until `shutdown` turns true.
 pub async fn run(config: Config, listeners: Vec<TcpListener>, shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
-    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1);
+    let seed =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1);
     let shared = Arc::new(Shared {
         broker: Mutex::new(Broker::new(BrokerConfig::default(), seed)),
         config,
