@@ -129,24 +129,28 @@ impl Exchange {
         }
     }
 
-    /// Appends the destinations bound for this routing key and headers to `out`.
-    pub fn route(&self, routing_key: &str, headers: Option<&FieldTable>, out: &mut Vec<Destination>) {
+    /// Calls `f` with each destination bound for this routing key and headers.
+    pub fn route_each<'a>(
+        &'a self,
+        routing_key: &str,
+        headers: Option<&FieldTable>,
+        mut f: impl FnMut(&'a Destination),
+    ) {
         match self.kind {
             ExchangeKind::Direct => {
                 if let Some(ix) = self.direct_index.get(routing_key) {
-                    out.extend(ix.iter().map(|&i| self.bindings[i].destination.clone()));
+                    ix.iter().for_each(|&i| f(&self.bindings[i].destination));
                 }
             }
-            ExchangeKind::Fanout => out.extend(self.bindings.iter().map(|b| b.destination.clone())),
-            ExchangeKind::Topic => out.extend(
-                self.bindings
-                    .iter()
-                    .filter(|b| topic::matches(&b.routing_key, routing_key))
-                    .map(|b| b.destination.clone()),
-            ),
-            ExchangeKind::Headers => out.extend(
-                self.bindings.iter().filter(|b| headers::matches(&b.arguments, headers)).map(|b| b.destination.clone()),
-            ),
+            ExchangeKind::Fanout => self.bindings.iter().for_each(|b| f(&b.destination)),
+            ExchangeKind::Topic => self
+                .bindings
+                .iter()
+                .filter(|b| topic::matches(&b.routing_key, routing_key))
+                .for_each(|b| f(&b.destination)),
+            ExchangeKind::Headers => {
+                self.bindings.iter().filter(|b| headers::matches(&b.arguments, headers)).for_each(|b| f(&b.destination))
+            }
         }
     }
 }

@@ -181,50 +181,51 @@ impl Vhost {
     }
 
     /// Routes through the exchange graph (exchange-to-exchange bindings and alternate exchanges),
-    /// appending the ids of every queue reached, each once.
+    /// appending the ids of every queue reached, each once. Allocates nothing unless the message
+    /// travels beyond its first exchange.
     pub fn route(&self, exchange: &str, routing_key: &str, message: &Message, out: &mut Vec<QueueId>) {
-        let mut headers: Option<Option<FieldTable>> = None;
-        let mut visited: Vec<&str> = Vec::new();
-        let mut pending: Vec<&str> = vec![exchange];
-        let mut dests = Vec::new();
-        while let Some(name) = pending.pop() {
-            if visited.contains(&name) {
-                continue;
+        if exchange.is_empty() {
+            // The default exchange: implicitly bound to every queue by name, nothing else.
+            if let Some(&q) = self.queues.get(routing_key) {
+                out.push(q);
             }
-            visited.push(name);
-            let Some(x) = self.exchanges.get(name) else {
-                continue;
-            };
-            dests.clear();
-            if name.is_empty() {
-                if let Some(&q) = self.queues.get(routing_key) {
-                    dests.push(Destination::Queue(q));
-                }
-            } else {
+            return;
+        }
+        let mut headers: Option<Option<FieldTable>> = None;
+        let mut pending: Vec<&str> = Vec::new();
+        let mut visited: Vec<&str> = Vec::new();
+        let mut current = exchange;
+        loop {
+            if let Some(x) = self.exchanges.get(current) {
                 let h = if x.kind == ExchangeKind::Headers {
                     headers.get_or_insert_with(|| message.headers()).as_ref()
                 } else {
                     None
                 };
-                x.route(routing_key, h, &mut dests);
-            }
-            if dests.is_empty() {
-                if let Some(ae) = x.alternate_exchange() {
-                    if let Some((k, _)) = self.exchanges.get_key_value(ae) {
-                        pending.push(k.as_str());
+                let mut matched = false;
+                x.route_each(routing_key, h, |d| {
+                    matched = true;
+                    match d {
+                        Destination::Queue(q) => out.push(*q),
+                        Destination::Exchange(e) => pending.push(e.as_str()),
+                    }
+                });
+                if !matched {
+                    if let Some(ae) = x.alternate_exchange() {
+                        pending.push(ae);
                     }
                 }
             }
-            for d in dests.drain(..) {
-                match d {
-                    Destination::Queue(q) => out.push(q),
-                    Destination::Exchange(e) => {
-                        if let Some((k, _)) = self.exchanges.get_key_value(&e) {
-                            pending.push(k.as_str());
-                        }
-                    }
+            let next = loop {
+                match pending.pop() {
+                    None => break None,
+                    Some(n) if n == exchange || visited.contains(&n) => continue,
+                    Some(n) => break Some(n),
                 }
-            }
+            };
+            let Some(n) = next else { break };
+            visited.push(n);
+            current = n;
         }
         if out.len() > 1 {
             out.sort_unstable();

@@ -362,8 +362,11 @@ async fn run(shared: &Arc<Shared>, id: ConnectionId, stream: TcpStream) -> Resul
 }
 
 /// Protocol state of one channel, as the reader sees it.
+// The pending publish lives inline: one per channel, and boxing it would cost an allocation per
+// publish.
+#[allow(clippy::large_enum_variant)]
 enum ChannelProto {
-    Open(Option<Box<Pending>>),
+    Open(Option<Pending>),
     /// We sent channel.close and wait for close-ok; everything else is dropped.
     Closing,
 }
@@ -604,7 +607,7 @@ impl Conn {
                 match method {
                     Method::BasicPublish(p) => {
                         *pending =
-                            Some(Box::new(Pending { publish: p, header: None, body: Bytes::new(), parts: None }));
+                            Some(Pending { publish: p, header: None, body: Bytes::new(), parts: None });
                         Ok(())
                     }
                     Method::ChannelOpen(_) => Err(hard(CHANNEL_ERROR, "second 'channel.open' seen".into())),
@@ -634,7 +637,7 @@ impl Conn {
         }
     }
 
-    fn pending(&mut self, ch: u16, what: &str) -> Result<Option<&mut Box<Pending>>, End> {
+    fn pending(&mut self, ch: u16, what: &str) -> Result<Option<&mut Pending>, End> {
         match self.channels.get_mut(&ch) {
             None => {
                 Err(End::hard(CHANNEL_ERROR, text(CHANNEL_ERROR, format!("expected 'channel.open' on channel {ch}"))))
@@ -724,7 +727,7 @@ impl Conn {
             return;
         };
         let Some(p) = slot.take() else { return };
-        let Pending { publish, header, body, parts } = *p;
+        let Pending { publish, header, body, parts } = p;
         let Some((_, properties, summary)) = header else {
             return;
         };
