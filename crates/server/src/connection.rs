@@ -418,6 +418,7 @@ impl Conn {
         loop {
             // Apply every complete frame under one lock acquisition.
             let mut end = None;
+            let mut framing_lost = false;
             {
                 let mut lazy = Lazy { shared, guard: None };
                 loop {
@@ -434,6 +435,9 @@ impl Conn {
                         Ok(None) => break,
                         Err(e) => {
                             end = Some(frame_error_end(e));
+                            // The byte stream can no longer be parsed: close right after
+                            // connection.close instead of waiting for a close-ok we cannot read.
+                            framing_lost = true;
                             break;
                         }
                     }
@@ -461,6 +465,9 @@ impl Conn {
             }
             if self.done {
                 return Ok(());
+            }
+            if framing_lost {
+                return Err("framing error; connection closed".into());
             }
             if !pressure.is_empty() {
                 // Flow control: the queues this publisher feeds are backlogged while their
@@ -598,16 +605,23 @@ impl Conn {
                 Ok(())
             }
             Some(ChannelProto::Open(pending)) => {
-                if pending.is_some() {
-                    return Err(hard(
-                        UNEXPECTED_FRAME,
-                        format!("expected content header for class 60, got method '{}' instead", method.name()),
-                    ));
+                if let Some(p) = pending {
+                    // RabbitMQ compat: the error names the method whose content was interrupted.
+                    let expected = if p.header.is_some() {
+                        "expected content body, got non content body frame instead"
+                    } else {
+                        "expected content header for class 60, got non content header frame instead"
+                    };
+                    return Err(End::Hard {
+                        code: UNEXPECTED_FRAME,
+                        text: text(UNEXPECTED_FRAME, expected),
+                        class_id: 60,
+                        method_id: 40,
+                    });
                 }
                 match method {
                     Method::BasicPublish(p) => {
-                        *pending =
-                            Some(Pending { publish: p, header: None, body: Bytes::new(), parts: None });
+                        *pending = Some(Pending { publish: p, header: None, body: Bytes::new(), parts: None });
                         Ok(())
                     }
                     Method::ChannelOpen(_) => Err(hard(CHANNEL_ERROR, "second 'channel.open' seen".into())),

@@ -44,7 +44,8 @@ pub struct TempDir(pub PathBuf);
 
 impl TempDir {
     pub fn new(prefix: &str) -> TempDir {
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+        let nanos =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
         let p = std::env::temp_dir().join(format!("{prefix}-{}-{nanos}", std::process::id()));
         std::fs::create_dir_all(&p).expect("create temp dir");
         TempDir(p)
@@ -118,7 +119,9 @@ impl Server {
 
     /// SIGTERM and wait for a clean exit; returns whether it exited in time.
     pub fn stop(&mut self) -> bool {
-        let Some(mut c) = self.child.take() else { return true };
+        let Some(mut c) = self.child.take() else {
+            return true;
+        };
         let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
         let end = Instant::now() + Duration::from_secs(10);
         while Instant::now() < end {

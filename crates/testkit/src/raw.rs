@@ -83,18 +83,8 @@ impl RawClient {
     }
 
     /// basic.publish with its header and body, as a client library would send it.
-    pub fn publish(
-        &mut self,
-        channel: u16,
-        exchange: &str,
-        routing_key: &str,
-        body: &[u8],
-    ) -> std::io::Result<()> {
-        let publish = BasicPublish {
-            exchange: exchange.into(),
-            routing_key: routing_key.into(),
-            ..Default::default()
-        };
+    pub fn publish(&mut self, channel: u16, exchange: &str, routing_key: &str, body: &[u8]) -> std::io::Result<()> {
+        let publish = BasicPublish { exchange: exchange.into(), routing_key: routing_key.into(), ..Default::default() };
         self.send_method(channel, publish)?;
         self.send_header(channel, body.len() as u64)?;
         self.send_body(channel, body)
@@ -105,7 +95,7 @@ impl RawClient {
     pub fn recv_bytes(&mut self, n: usize, timeout: Duration) -> Result<Bytes> {
         let end = Instant::now() + timeout;
         while self.buf.len() < n {
-            if !self.fill(end, timeout)? {
+            if !self.fill(end).with_context(|| format!("waiting {timeout:?} for {n} bytes"))? {
                 break;
             }
         }
@@ -116,19 +106,19 @@ impl RawClient {
     /// The next frame, or `Closed`; an error when nothing arrived within `timeout` or the server
     /// sent something that is not a valid frame.
     pub fn recv(&mut self, timeout: Duration) -> Result<Recv> {
-        let end = Instant::now() + timeout;
+        self.recv_before(Instant::now() + timeout).with_context(|| format!("waiting {timeout:?} for a frame"))
+    }
+
+    fn recv_before(&mut self, end: Instant) -> Result<Recv> {
         loop {
             match self.decoder.decode(&mut self.buf) {
                 Ok(Some(frame)) => return Ok(Recv::Frame(frame)),
                 Ok(None) => {}
                 Err(e) => bail!("the server sent an invalid frame: {e:?}"),
             }
-            if !self.fill(end, timeout)? {
+            if !self.fill(end)? {
                 if !self.buf.is_empty() {
-                    bail!(
-                        "socket closed after {} bytes of a partial frame",
-                        self.buf.len()
-                    );
+                    bail!("socket closed after {} bytes of a partial frame", self.buf.len());
                 }
                 return Ok(Recv::Closed);
             }
@@ -139,7 +129,7 @@ impl RawClient {
     pub fn recv_method(&mut self, timeout: Duration) -> Result<(u16, Method)> {
         let end = Instant::now() + timeout;
         loop {
-            match self.recv(end.saturating_duration_since(Instant::now()))? {
+            match self.recv_before(end).with_context(|| format!("waiting {timeout:?} for a method frame"))? {
                 Recv::Frame(Frame::Heartbeat { .. }) => continue,
                 Recv::Frame(Frame::Method { channel, method }) => return Ok((channel, method)),
                 other => bail!("expected a method frame, got {other:?}"),
@@ -150,14 +140,13 @@ impl RawClient {
     /// A content header and its body frames, as they follow basic.get-ok or basic.deliver.
     pub fn recv_content(&mut self, timeout: Duration) -> Result<Bytes> {
         let end = Instant::now() + timeout;
-        let left = || end.saturating_duration_since(Instant::now());
-        let body_size = match self.recv(left())? {
+        let body_size = match self.recv_before(end).with_context(|| format!("waiting {timeout:?} for content"))? {
             Recv::Frame(Frame::Header { body_size, .. }) => body_size,
             other => bail!("expected a content header, got {other:?}"),
         };
         let mut body = BytesMut::new();
         while (body.len() as u64) < body_size {
-            match self.recv(left())? {
+            match self.recv_before(end).with_context(|| format!("waiting {timeout:?} for content"))? {
                 Recv::Frame(Frame::Body { payload, .. }) => body.extend_from_slice(&payload),
                 other => bail!("expected a content body, got {other:?}"),
             }
@@ -169,7 +158,7 @@ impl RawClient {
     pub fn expect_closed(&mut self, timeout: Duration) -> Result<()> {
         let end = Instant::now() + timeout;
         loop {
-            match self.recv(end.saturating_duration_since(Instant::now()))? {
+            match self.recv_before(end).with_context(|| format!("waiting {timeout:?} for the socket to close"))? {
                 Recv::Closed => return Ok(()),
                 Recv::Frame(Frame::Heartbeat { .. }) => continue,
                 Recv::Frame(f) => bail!("expected the socket to close, got {f:?}"),
@@ -178,12 +167,12 @@ impl RawClient {
     }
 
     /// Reads more bytes into the buffer before `end`; false when the socket closed.
-    fn fill(&mut self, end: Instant, timeout: Duration) -> Result<bool> {
+    fn fill(&mut self, end: Instant) -> Result<bool> {
         let mut chunk = [0u8; 16 * 1024];
         loop {
             let left = end.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                bail!("nothing from the server within {timeout:?}");
+                bail!("nothing more from the server before the deadline");
             }
             self.stream.set_read_timeout(Some(left))?;
             match self.stream.read(&mut chunk) {
@@ -192,11 +181,7 @@ impl RawClient {
                     self.buf.extend_from_slice(&chunk[..n]);
                     return Ok(true);
                 }
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
-                    ) => {}
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted) => {}
                 // A server that closes with our bytes unread makes the kernel send RST, not FIN.
                 Err(e) if e.kind() == ErrorKind::ConnectionReset => return Ok(false),
                 Err(e) => return Err(e.into()),
@@ -225,10 +210,7 @@ impl RawClient {
 
     /// Reads connection.tune and answers with what `answer` makes of it; returns that answer,
     /// which is what the connection now runs with.
-    pub fn tune(
-        &mut self,
-        answer: impl FnOnce(&ConnectionTune) -> ConnectionTuneOk,
-    ) -> Result<ConnectionTuneOk> {
+    pub fn tune(&mut self, answer: impl FnOnce(&ConnectionTune) -> ConnectionTuneOk) -> Result<ConnectionTuneOk> {
         let tune = match self.recv_method(HANDSHAKE_STEP)? {
             (0, Method::ConnectionTune(t)) => t,
             other => bail!("expected connection.tune, got {other:?}"),
@@ -244,13 +226,7 @@ impl RawClient {
 
     /// Sends connection.open and waits for open-ok.
     pub fn open(&mut self, vhost: &str) -> Result<()> {
-        self.send_method(
-            0,
-            ConnectionOpen {
-                virtual_host: vhost.into(),
-                ..Default::default()
-            },
-        )?;
+        self.send_method(0, ConnectionOpen { virtual_host: vhost.into(), ..Default::default() })?;
         match self.recv_method(HANDSHAKE_STEP)? {
             (0, Method::ConnectionOpenOk(_)) => Ok(()),
             other => bail!("expected connection.open-ok, got {other:?}"),
@@ -270,9 +246,7 @@ impl RawClient {
         self.send_method(n, ChannelOpen::default())?;
         match self.recv_method(HANDSHAKE_STEP)? {
             (ch, Method::ChannelOpenOk(_)) if ch == n => Ok(()),
-            other => Err(anyhow!(
-                "expected channel.open-ok on channel {n}, got {other:?}"
-            )),
+            other => Err(anyhow!("expected channel.open-ok on channel {n}, got {other:?}")),
         }
     }
 }
@@ -282,11 +256,7 @@ const HANDSHAKE_STEP: Duration = Duration::from_secs(5);
 
 /// Accepts the server's tune values unchanged, as most client libraries do by default.
 pub fn echo_tune(t: &ConnectionTune) -> ConnectionTuneOk {
-    ConnectionTuneOk {
-        channel_max: t.channel_max,
-        frame_max: t.frame_max,
-        heartbeat: t.heartbeat,
-    }
+    ConnectionTuneOk { channel_max: t.channel_max, frame_max: t.frame_max, heartbeat: t.heartbeat }
 }
 
 /// A SASL PLAIN response: empty authorisation id, user, password, NUL-separated.
@@ -301,8 +271,7 @@ pub fn amqplain(user: &str, pass: &str) -> Vec<u8> {
     t.insert("LOGIN", user.into());
     t.insert("PASSWORD", pass.into());
     let mut buf = BytesMut::new();
-    t.encode(&mut buf)
-        .expect("short keys and strings always encode");
+    t.encode(&mut buf).expect("short keys and strings always encode");
     buf[4..].to_vec()
 }
 
@@ -330,27 +299,15 @@ mod tests {
         wire.extend_from_slice(&r);
         let t = FieldTable::from_wire(&wire).expect("a table once prefixed");
         assert_eq!(t.get("LOGIN").and_then(FieldValue::as_str), Some("guest"));
-        assert_eq!(
-            t.get("PASSWORD").and_then(FieldValue::as_str),
-            Some("secret")
-        );
+        assert_eq!(t.get("PASSWORD").and_then(FieldValue::as_str), Some("secret"));
     }
 
     /// Proves `frame_bytes` writes a frame the codec reads back unchanged.
     #[test]
     fn frame_bytes_decode() {
         let mut buf = BytesMut::from(&frame_bytes(3, 7, b"abc")[..]);
-        let f = FrameDecoder::new(FRAME_MIN_SIZE)
-            .decode(&mut buf)
-            .expect("valid")
-            .expect("complete");
-        assert_eq!(
-            f,
-            Frame::Body {
-                channel: 7,
-                payload: Bytes::from_static(b"abc")
-            }
-        );
+        let f = FrameDecoder::new(FRAME_MIN_SIZE).decode(&mut buf).expect("valid").expect("complete");
+        assert_eq!(f, Frame::Body { channel: 7, payload: Bytes::from_static(b"abc") });
         assert_eq!(plain("u", "p"), b"\0u\0p");
     }
 }
