@@ -17,6 +17,9 @@ pub const FRAME_HEADER_SIZE: usize = 7;
 pub const FRAME_OVERHEAD: usize = FRAME_HEADER_SIZE + 1;
 /// Spec: no peer may refuse frames up to this size, and frame_max may not be set below it.
 pub const FRAME_MIN_SIZE: u32 = 8192;
+/// RabbitMQ compat: the smallest frame_max a client may negotiate. The spec says 8192, RabbitMQ
+/// accepts 4096, and clients rely on it (amqplib asks for 4096 by default).
+pub const FRAME_MIN_NEGOTIABLE: u32 = 4096;
 /// The protocol header a 0-9-1 client opens with.
 pub const PROTOCOL_HEADER: &[u8; 8] = b"AMQP\x00\x00\x09\x01";
 

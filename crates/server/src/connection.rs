@@ -272,13 +272,27 @@ async fn handshake(
         |t: String| End::Hard { code: NOT_ALLOWED, text: text(NOT_ALLOWED, t), class_id: 10, method_id: 31 };
     let frame_max = match tune_ok.frame_max {
         0 => cfg.frame_max,
-        f if f < FRAME_MIN_SIZE => return Err(not_allowed(format!("frame_max={f} < {FRAME_MIN_SIZE} min size"))),
-        f if f > cfg.frame_max => return Err(not_allowed(format!("frame_max={f} > {} max size", cfg.frame_max))),
+        f if f < FRAME_MIN_NEGOTIABLE => {
+            return Err(not_allowed(format!(
+                "negotiated frame_max = {f} is lower than the minimum allowed value ({FRAME_MIN_NEGOTIABLE})"
+            )))
+        }
+        f if f > cfg.frame_max => {
+            return Err(not_allowed(format!(
+                "negotiated frame_max = {f} is higher than the maximum allowed value ({})",
+                cfg.frame_max
+            )))
+        }
         f => f,
     };
     let channel_max = match tune_ok.channel_max {
         0 => cfg.channel_max,
-        c if c > cfg.channel_max => return Err(not_allowed(format!("channel_max={c} > {} max", cfg.channel_max))),
+        c if c > cfg.channel_max => {
+            return Err(not_allowed(format!(
+                "negotiated channel_max = {c} is higher than the maximum allowed value ({})",
+                cfg.channel_max
+            )))
+        }
         c => c,
     };
     reader.decoder.frame_max = frame_max;
