@@ -16,7 +16,13 @@ pub fn validate(args: &FieldTable) -> Result<(), String> {
         None => Ok(()),
         Some(v) => match v.as_str() {
             Some("all" | "any" | "all-with-x" | "any-with-x") => Ok(()),
-            _ => Err("Invalid x-match field value; expected all, any, all-with-x, or any-with-x".to_owned()),
+            Some(other) => Err(format!(
+                "Invalid x-match field value <<\"{other}\">>; expected all, any, all-with-x, or any-with-x"
+            )),
+            None => Err(format!(
+                "Invalid x-match field value of type {}; expected all, any, all-with-x, or any-with-x",
+                v.type_name()
+            )),
         },
     }
 }

@@ -653,6 +653,10 @@ impl Broker {
                 Ok(())
             }
             Method::ChannelFlow(m) => {
+                if !m.active {
+                    // RabbitMQ compat: clients may not pause deliveries with channel.flow.
+                    return Err(AmqpError::not_implemented("active=false"));
+                }
                 let c = self.channel_mut(conn, ch)?;
                 c.flow_active = m.active;
                 let queues: Vec<QueueId> = c.consumers.values().copied().collect();
@@ -682,7 +686,7 @@ impl Broker {
                 return Err(AmqpError::access_refused("operation not permitted on the default exchange"));
             }
             let kind = ExchangeKind::parse(&m.kind)
-                .ok_or_else(|| AmqpError::command_invalid(format!("invalid exchange type '{}'", m.kind)))?;
+                .ok_or_else(|| AmqpError::precondition_failed(format!("unknown exchange type '{}'", m.kind)))?;
             if let Some(x) = vhost.exchanges.get(&m.exchange) {
                 let d = |a: &str, r: &dyn std::fmt::Display, c: &dyn std::fmt::Display| {
                     inequivalent("exchange", a, &m.exchange, &vhost_name, r, c)
@@ -739,7 +743,7 @@ impl Broker {
         }
         if m.exchange.starts_with("amq.") {
             return Err(AmqpError::access_refused(format!(
-                "exchange name '{}' contains reserved prefix 'amq.*'",
+                "deletion of system exchange '{}' in vhost '{vhost_name}' not allowed",
                 m.exchange
             )));
         }
@@ -1093,6 +1097,11 @@ impl Broker {
             return Err(AmqpError::precondition_failed(format!("unknown delivery tag {delivery_tag}")));
         };
         c.consumer_unacked -= done.iter().filter(|u| u.consumer_tag.is_some()).count() as u32;
+        if c.global_prefetch != 0 {
+            // The channel-wide limit freed room for every queue this channel consumes from.
+            let queues: Vec<QueueId> = c.consumers.values().copied().collect();
+            self.dirty.extend(queues);
+        }
         for u in done.into_iter().rev() {
             let Some(q) = self.queues.get_mut(&u.queue) else {
                 continue;
