@@ -43,6 +43,9 @@ pub struct Channel {
     pub reply_consumer: Option<Arc<str>>,
     pub confirm: bool,
     pub next_publish_seq: u64,
+    /// Publisher confirms not yet sent, in order: (publish sequence number, journal sequence
+    /// number that must be synced first).
+    pub confirms: VecDeque<(u64, u64)>,
     pub tx: Option<Vec<TxOp>>,
     /// channel.flow: false stops deliveries.
     pub flow_active: bool,

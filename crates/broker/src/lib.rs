@@ -10,6 +10,7 @@ pub mod channel;
 pub mod error;
 pub mod exchange;
 pub mod headers;
+pub mod journal;
 pub mod message;
 pub mod queue;
 pub mod topic;
@@ -23,6 +24,7 @@ use amqp_codec::*;
 pub use channel::{Channel, TxOp, Unacked};
 pub use error::{AmqpError, Result};
 pub use exchange::{Binding, Destination, Exchange, ExchangeKind};
+pub use journal::{Definition, Journal, MessageId, MessageRecord, NullJournal};
 pub use message::Message;
 pub use queue::{Consumer, Queue, QueuedMessage};
 
@@ -258,6 +260,12 @@ pub struct Broker {
     route_buf: Vec<QueueId>,
     /// Queues that passed `queue_flow_backlog` during publishes since the last `take_pressure`.
     pressure: Vec<QueueId>,
+    journal: Box<dyn Journal>,
+    next_msg_id: MessageId,
+    /// The journal sequence known to be on stable storage.
+    synced_seq: u64,
+    /// Channels with publisher confirms waiting for the journal.
+    confirm_waiters: Vec<(ConnectionId, u16)>,
 }
 
 fn queue_desc(name: &str, vhost: &str) -> String {
@@ -356,6 +364,10 @@ impl Broker {
             dirty: Vec::new(),
             route_buf: Vec::new(),
             pressure: Vec::new(),
+            journal: Box::new(NullJournal),
+            next_msg_id: 1,
+            synced_seq: 0,
+            confirm_waiters: Vec::new(),
         };
         b.add_vhost("/");
         b
@@ -366,7 +378,70 @@ impl Broker {
             return false;
         }
         self.vhosts.insert(name.to_owned(), Vhost::new(name));
+        self.journal.define(&Definition::Vhost { name: name.to_owned() });
         true
+    }
+
+    /// Replaces the journal (after recovery, which runs with the null journal).
+    pub fn set_journal(&mut self, journal: Box<dyn Journal>) {
+        self.journal = journal;
+    }
+
+    pub fn journal_mut(&mut self) -> &mut dyn Journal {
+        &mut *self.journal
+    }
+
+    /// Journal records up to `seq` are on stable storage: release the confirms waiting for them.
+    pub fn journal_synced(&mut self, seq: u64, fx: &mut Effects) {
+        self.synced_seq = self.synced_seq.max(seq);
+        let synced = self.synced_seq;
+        let channels = &mut self.channels;
+        self.confirm_waiters.retain(|key| {
+            let Some(c) = channels.get_mut(key) else { return false };
+            while let Some(&(tag, jseq)) = c.confirms.front() {
+                if jseq > synced {
+                    break;
+                }
+                c.confirms.pop_front();
+                fx.push(key.0, Outbound::Confirm { channel: key.1, delivery_tag: tag, ack: true });
+            }
+            !c.confirms.is_empty()
+        });
+    }
+
+    /// The journal failed: nack every confirm waiting for it (the publisher must not assume the
+    /// message is safe). Later publishes keep waiting and are nacked the same way.
+    pub fn journal_failed(&mut self, fx: &mut Effects) {
+        let channels = &mut self.channels;
+        for key in self.confirm_waiters.drain(..) {
+            if let Some(c) = channels.get_mut(&key) {
+                for (tag, _) in c.confirms.drain(..) {
+                    fx.push(key.0, Outbound::Confirm { channel: key.1, delivery_tag: tag, ack: false });
+                }
+            }
+        }
+    }
+
+    /// Emits the confirm for publish `tag`, in order behind any confirm still waiting for the
+    /// journal, so confirms on a channel always go out in sequence.
+    fn confirm(&mut self, conn: ConnectionId, ch: u16, tag: u64, jseq: u64, fx: &mut Effects) {
+        let synced = self.synced_seq;
+        let Some(c) = self.channels.get_mut(&(conn, ch)) else { return };
+        if c.confirms.is_empty() && jseq <= synced {
+            fx.push(conn, Outbound::Confirm { channel: ch, delivery_tag: tag, ack: true });
+        } else {
+            if c.confirms.is_empty() {
+                self.confirm_waiters.push((conn, ch));
+            }
+            c.confirms.push_back((tag, jseq));
+        }
+    }
+
+    /// Tells the journal a message left `queue` for good.
+    fn forget(journal: &mut dyn Journal, queue: QueueId, msg_id: MessageId) {
+        if msg_id != 0 {
+            journal.remove(queue, msg_id);
+        }
     }
 
     /// A unique name such as `amq.gen-JzTY20BRgKO-HjmUJj0wLg` (22 URL-safe base64 characters).
@@ -530,7 +605,11 @@ impl Broker {
             }
             Method::QueuePurge(m) => {
                 let qid = self.find_queue(conn, &m.queue)?;
-                let n = self.queues.get_mut(&qid).map(|q| q.purge()).unwrap_or(0);
+                let purged = self.queues.get_mut(&qid).map(|q| q.purge()).unwrap_or_default();
+                let n = purged.len();
+                for m in purged {
+                    Self::forget(&mut *self.journal, qid, m.msg_id);
+                }
                 if !m.nowait {
                     fx.reply(conn, ch, QueuePurgeOk { message_count: n as u32 });
                 }
@@ -726,6 +805,16 @@ impl Broker {
                         )));
                     }
                 }
+                if m.durable {
+                    self.journal.define(&Definition::Exchange {
+                        vhost: vhost_name.clone(),
+                        name: m.exchange.clone(),
+                        kind,
+                        auto_delete: m.auto_delete,
+                        internal: m.internal,
+                        arguments: m.arguments.clone(),
+                    });
+                }
                 let x = Exchange::new(&m.exchange, kind, m.durable, m.auto_delete, m.internal, m.arguments);
                 vhost.exchanges.insert(m.exchange.clone(), x);
             }
@@ -757,8 +846,13 @@ impl Broker {
                     exchange_desc(&m.exchange, &vhost_name)
                 )));
             }
+            let durable = x.durable;
             vhost.exchanges.remove(&m.exchange);
             Self::remove_destination(vhost, &dest);
+            if durable {
+                self.journal
+                    .define(&Definition::ExchangeDeleted { vhost: vhost_name.clone(), name: m.exchange.clone() });
+            }
         }
         // RabbitMQ compat: deleting a missing exchange succeeds.
         if !m.nowait {
@@ -798,23 +892,73 @@ impl Broker {
         if !vhost.exchanges.contains_key(destination) {
             return Err(no_exchange(destination, &vhost_name));
         }
-        let x = vhost.exchanges.get_mut(source).ok_or_else(|| no_exchange(source, &vhost_name))?;
-        if x.kind == ExchangeKind::Headers {
+        let x = vhost.exchanges.get(source).ok_or_else(|| no_exchange(source, &vhost_name))?;
+        if x.kind == ExchangeKind::Headers && bind {
             headers::validate(&arguments).map_err(AmqpError::precondition_failed)?;
         }
-        let b = Binding {
-            destination: Destination::Exchange(destination.to_owned()),
-            routing_key: routing_key.to_owned(),
+        self.apply_binding(
+            &vhost_name,
+            source,
+            Destination::Exchange(destination.to_owned()),
+            routing_key,
             arguments,
-        };
-        if bind {
-            x.bind(b);
-        } else if x.unbind(&b) && x.auto_delete && x.bindings.is_empty() {
-            let name = x.name.clone();
-            vhost.exchanges.remove(&name);
-            Self::remove_destination(vhost, &Destination::Exchange(name));
-        }
+            bind,
+        );
         Ok(())
+    }
+
+    /// Adds or removes a binding whose ends exist, journaling it when both ends are durable, and
+    /// auto-deletes the source exchange when it loses its last binding.
+    fn apply_binding(
+        &mut self,
+        vhost_name: &str,
+        source: &str,
+        destination: Destination,
+        routing_key: &str,
+        arguments: FieldTable,
+        bind: bool,
+    ) {
+        let durable_dest = match &destination {
+            Destination::Queue(q) => {
+                self.queues.get(q).map(|q| (q.durable && q.exclusive_owner.is_none(), q.id.to_string()))
+            }
+            Destination::Exchange(e) => {
+                self.vhosts.get(vhost_name).and_then(|v| v.exchanges.get(e)).map(|x| (x.durable, e.clone()))
+            }
+        };
+        let Some(vhost) = self.vhosts.get_mut(vhost_name) else { return };
+        let Some(x) = vhost.exchanges.get_mut(source) else { return };
+        let to_queue = matches!(destination, Destination::Queue(_));
+        let journaled = x.durable && durable_dest.as_ref().is_some_and(|d| d.0);
+        let b = Binding { destination, routing_key: routing_key.to_owned(), arguments };
+        let def = journaled.then(|| {
+            let (vhost, source, destination, routing_key, arguments) = (
+                vhost_name.to_owned(),
+                source.to_owned(),
+                durable_dest.map(|d| d.1).unwrap_or_default(),
+                routing_key.to_owned(),
+                b.arguments.clone(),
+            );
+            if bind {
+                Definition::Binding { vhost, source, to_queue, destination, routing_key, arguments }
+            } else {
+                Definition::BindingDeleted { vhost, source, to_queue, destination, routing_key, arguments }
+            }
+        });
+        let changed = if bind {
+            x.bind(b)
+        } else {
+            let removed = x.unbind(&b);
+            if removed && x.auto_delete && x.bindings.is_empty() {
+                let name = x.name.clone();
+                vhost.exchanges.remove(&name);
+                Self::remove_destination(vhost, &Destination::Exchange(name));
+            }
+            removed
+        };
+        if let (true, Some(def)) = (changed, def) {
+            self.journal.define(&def);
+        }
     }
 
     // ---- queues ---------------------------------------------------------------------------------
@@ -881,6 +1025,16 @@ impl Broker {
                 let id = self.next_queue_id;
                 self.next_queue_id += 1;
                 let owner = m.exclusive.then_some(conn);
+                if m.durable && !m.exclusive {
+                    // Spec: exclusive queues never survive their connection, so never a restart.
+                    self.journal.define(&Definition::Queue {
+                        id,
+                        vhost: vhost_name.clone(),
+                        name: name.clone(),
+                        auto_delete: m.auto_delete,
+                        arguments: m.arguments.clone(),
+                    });
+                }
                 let q = Queue::new(id, &vhost_name, &name, m.durable, owner, m.auto_delete, m.arguments);
                 self.queues.insert(id, q);
                 if let Some(v) = self.vhosts.get_mut(&vhost_name) {
@@ -914,19 +1068,12 @@ impl Broker {
         if exchange.is_empty() {
             return Err(AmqpError::access_refused("operation not permitted on the default exchange"));
         }
-        let vhost = self.vhosts.get_mut(&vhost_name).ok_or_else(|| no_exchange(exchange, &vhost_name))?;
-        let x = vhost.exchanges.get_mut(exchange).ok_or_else(|| no_exchange(exchange, &vhost_name))?;
+        let vhost = self.vhosts.get(&vhost_name).ok_or_else(|| no_exchange(exchange, &vhost_name))?;
+        let x = vhost.exchanges.get(exchange).ok_or_else(|| no_exchange(exchange, &vhost_name))?;
         if x.kind == ExchangeKind::Headers && bind {
             headers::validate(&arguments).map_err(AmqpError::precondition_failed)?;
         }
-        let b = Binding { destination: Destination::Queue(qid), routing_key: routing_key.to_owned(), arguments };
-        if bind {
-            x.bind(b);
-        } else if x.unbind(&b) && x.auto_delete && x.bindings.is_empty() {
-            let name = x.name.clone();
-            vhost.exchanges.remove(&name);
-            Self::remove_destination(vhost, &Destination::Exchange(name));
-        }
+        self.apply_binding(&vhost_name, exchange, Destination::Queue(qid), routing_key, arguments, bind);
         Ok(())
     }
 
@@ -962,6 +1109,20 @@ impl Broker {
         let Some(q) = self.queues.remove(&qid) else {
             return 0;
         };
+        if q.durable {
+            // Remove its journaled messages, ready and unacknowledged, then the queue itself.
+            for m in &q.ready {
+                Self::forget(&mut *self.journal, qid, m.msg_id);
+            }
+            for c in self.channels.values() {
+                for u in c.unacked.iter().filter(|u| u.queue == qid) {
+                    Self::forget(&mut *self.journal, qid, u.entry.msg_id);
+                }
+            }
+            if q.exclusive_owner.is_none() {
+                self.journal.define(&Definition::QueueDeleted { id: qid });
+            }
+        }
         if let Some(v) = self.vhosts.get_mut(&q.vhost) {
             v.queues.remove(&q.name);
             Self::remove_destination(v, &Destination::Queue(qid));
@@ -1075,9 +1236,14 @@ impl Broker {
         }
         let c = self.channel_mut(conn, ch)?;
         let delivery_tag = c.next_tag();
-        let (message, redelivered) = (entry.message.clone(), entry.redelivered);
+        let (message, redelivered, msg_id) = (entry.message.clone(), entry.redelivered, entry.msg_id);
         if !m.no_ack {
             c.unacked.push_back(Unacked { delivery_tag, queue: qid, entry, consumer_tag: None });
+        }
+        if m.no_ack {
+            Self::forget(&mut *self.journal, qid, msg_id);
+        } else if !redelivered && msg_id != 0 {
+            self.journal.delivered(qid, msg_id);
         }
         fx.push(conn, Outbound::GetOk { channel: ch, delivery_tag, redelivered, message_count, message });
         Ok(())
@@ -1114,6 +1280,8 @@ impl Broker {
             }
             if how == Settle::Requeue {
                 q.requeue(u.entry);
+            } else {
+                Self::forget(&mut *self.journal, u.queue, u.entry.msg_id);
             }
             self.dirty.push(u.queue);
         }
@@ -1242,9 +1410,24 @@ impl Broker {
                 },
             );
         }
+        let mut jseq = 0;
+        let mut msg_id = 0;
+        if message.is_persistent() {
+            let mut durable: Vec<QueueId> = Vec::new();
+            for qid in &routed {
+                if self.queues.get(qid).is_some_and(|q| q.durable) {
+                    durable.push(*qid);
+                }
+            }
+            if !durable.is_empty() {
+                msg_id = self.next_msg_id;
+                self.next_msg_id += 1;
+                jseq = self.journal.publish(msg_id, &durable, &message);
+            }
+        }
         for &qid in &routed {
             if let Some(q) = self.queues.get_mut(&qid) {
-                q.push(message.clone());
+                q.push(message.clone(), if q.durable { msg_id } else { 0 });
                 self.dirty.push(qid);
                 if q.ready.len() > self.config.queue_flow_backlog
                     && !q.consumers.is_empty()
@@ -1256,7 +1439,7 @@ impl Broker {
         }
         self.route_buf = routed;
         if let Some(seq) = seq {
-            fx.push(conn, Outbound::Confirm { channel: ch, delivery_tag: seq, ack: true });
+            self.confirm(conn, ch, seq, jseq, fx);
         }
         Ok(())
     }
@@ -1345,7 +1528,12 @@ impl Broker {
                 redelivered: entry.redelivered,
                 message: entry.message.clone(),
             };
-            if !cons.no_ack {
+            if cons.no_ack {
+                Self::forget(&mut *self.journal, qid, entry.msg_id);
+            } else {
+                if !entry.redelivered && entry.msg_id != 0 {
+                    self.journal.delivered(qid, entry.msg_id);
+                }
                 cons.unacked += 1;
                 chan.consumer_unacked += 1;
                 q.unacked_count += 1;
@@ -1359,6 +1547,105 @@ impl Broker {
             fx.push(cons.conn, out);
         }
         q.invariants();
+    }
+
+    // ---- recovery -------------------------------------------------------------------------------
+
+    /// Applies a journaled definition during recovery (run before `set_journal`, so nothing is
+    /// journaled again).
+    pub fn restore_definition(&mut self, d: Definition) {
+        match d {
+            Definition::Vhost { name } => {
+                self.add_vhost(&name);
+            }
+            Definition::VhostDeleted { name } => {
+                if let Some(v) = self.vhosts.remove(&name) {
+                    for qid in v.queues.into_values() {
+                        self.queues.remove(&qid);
+                    }
+                }
+            }
+            Definition::Exchange { vhost, name, kind, auto_delete, internal, arguments } => {
+                if let Some(v) = self.vhosts.get_mut(&vhost) {
+                    let x = Exchange::new(&name, kind, true, auto_delete, internal, arguments);
+                    v.exchanges.entry(name).or_insert(x);
+                }
+            }
+            Definition::ExchangeDeleted { vhost, name } => {
+                if let Some(v) = self.vhosts.get_mut(&vhost) {
+                    if v.exchanges.remove(&name).is_some() {
+                        Self::remove_destination(v, &Destination::Exchange(name));
+                    }
+                }
+            }
+            Definition::Queue { id, vhost, name, auto_delete, arguments } => {
+                if let Some(v) = self.vhosts.get_mut(&vhost) {
+                    v.queues.insert(name.clone(), id);
+                    self.queues.insert(id, Queue::new(id, &vhost, &name, true, None, auto_delete, arguments));
+                    self.next_queue_id = self.next_queue_id.max(id + 1);
+                }
+            }
+            Definition::QueueDeleted { id } => {
+                self.delete_queue_by_id(id, &mut Effects::default());
+            }
+            Definition::Binding { vhost, source, to_queue, destination, routing_key, arguments } => {
+                self.restore_binding(&vhost, &source, to_queue, destination, &routing_key, arguments, true)
+            }
+            Definition::BindingDeleted { vhost, source, to_queue, destination, routing_key, arguments } => {
+                self.restore_binding(&vhost, &source, to_queue, destination, &routing_key, arguments, false)
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn restore_binding(
+        &mut self,
+        vhost: &str,
+        source: &str,
+        to_queue: bool,
+        destination: String,
+        routing_key: &str,
+        arguments: FieldTable,
+        bind: bool,
+    ) {
+        let dest = if to_queue {
+            match destination.parse::<QueueId>() {
+                Ok(q) if self.queues.contains_key(&q) => Destination::Queue(q),
+                _ => return,
+            }
+        } else {
+            Destination::Exchange(destination)
+        };
+        self.apply_binding(vhost, source, dest, routing_key, arguments, bind);
+    }
+
+    /// Puts a recovered persistent message back into the durable queues it is still in:
+    /// `removed(queue)` says the ack log recorded it gone from that queue, `delivered(queue)`
+    /// that it had been delivered (it comes back redelivered). Returns how many queues took it.
+    pub fn restore_message(
+        &mut self,
+        record: MessageRecord,
+        removed: impl Fn(QueueId) -> bool,
+        delivered: impl Fn(QueueId) -> bool,
+    ) -> usize {
+        self.next_msg_id = self.next_msg_id.max(record.msg_id + 1);
+        let message = Arc::new(record.message);
+        let mut n = 0;
+        for q in record.queues {
+            if removed(q) {
+                continue;
+            }
+            if let Some(queue) = self.queues.get_mut(&q) {
+                queue.push_restored(message.clone(), record.msg_id, delivered(q));
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// The next message id (recovery uses it to know where the log left off).
+    pub fn next_msg_id(&self) -> MessageId {
+        self.next_msg_id
     }
 
     // ---- inspection -----------------------------------------------------------------------------

@@ -17,6 +17,8 @@ pub struct QueuedMessage {
     pub seq: u64,
     pub message: Arc<Message>,
     pub redelivered: bool,
+    /// The journal's id for this message in this queue; 0 when not journaled.
+    pub msg_id: crate::MessageId,
 }
 
 #[derive(Debug, Clone)]
@@ -82,11 +84,16 @@ impl Queue {
         }
     }
 
-    pub fn push(&mut self, message: Arc<Message>) {
+    pub fn push(&mut self, message: Arc<Message>, msg_id: crate::MessageId) {
+        self.push_restored(message, msg_id, false);
+    }
+
+    /// Appends a message (also used by recovery, where it may already have been delivered once).
+    pub fn push_restored(&mut self, message: Arc<Message>, msg_id: crate::MessageId, redelivered: bool) {
         let seq = self.next_seq;
         self.next_seq += 1;
         self.ready_bytes += message.body.len();
-        self.ready.push_back(QueuedMessage { seq, message, redelivered: false });
+        self.ready.push_back(QueuedMessage { seq, message, redelivered, msg_id });
     }
 
     pub fn pop(&mut self) -> Option<QueuedMessage> {
@@ -104,11 +111,10 @@ impl Queue {
         self.ready.insert(pos, m);
     }
 
-    pub fn purge(&mut self) -> usize {
-        let n = self.ready.len();
-        self.ready.clear();
+    /// Removes every ready message; returns them so their journal entries can be removed.
+    pub fn purge(&mut self) -> VecDeque<QueuedMessage> {
         self.ready_bytes = 0;
-        n
+        std::mem::take(&mut self.ready)
     }
 
     pub fn message_count(&self) -> u32 {
