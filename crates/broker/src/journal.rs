@@ -105,10 +105,9 @@ pub const RECORD_DELIVERED: u8 = 3;
 /// Record type in the definitions log.
 pub const RECORD_DEFINITION: u8 = 4;
 
-/// Message record payload, big-endian:
-/// `msg_id u64 | queue_count u16 | queue_id u64 * n | exchange len u8 + bytes | routing_key len u8
-/// + bytes | properties len u32 + bytes | body (rest)`. The body is the last part so the writer can
-/// pass it without copying it into a temporary.
+/// Message record payload, big-endian: `msg_id u64 | queue_count u16 | queue_id u64 * n |
+/// exchange (u8 length, bytes) | routing_key (u8 length, bytes) | properties (u32 length, bytes) |
+/// body (the rest)`. The body is the last part so the writer can pass it without copying it.
 pub fn encode_message_head(msg_id: MessageId, queues: &[QueueId], m: &Message, out: &mut BytesMut) {
     out.put_u64(msg_id);
     out.put_u16(queues.len() as u16);
