@@ -77,6 +77,20 @@ pub trait Journal: Send + std::fmt::Debug {
     fn define(&mut self, definition: &Definition);
     /// The highest sequence number handed out so far.
     fn written(&self) -> u64;
+    /// Starts a group commit of everything appended so far, or None when no confirm waits for
+    /// one and `force` is false (acks and delivery marks alone are synced only when forced, i.e.
+    /// periodically and at shutdown). The job runs without the broker lock; its result goes to
+    /// `Broker::journal_synced` (or `journal_failed`).
+    fn begin_sync(&mut self, force: bool) -> Option<Box<dyn SyncJob>> {
+        let _ = force;
+        None
+    }
+}
+
+/// The fsync part of a group commit, run off the broker lock.
+pub trait SyncJob: Send {
+    /// Makes the journal durable; returns the sequence number now on stable storage.
+    fn run(self: Box<Self>) -> Result<u64, String>;
 }
 
 /// The journal of a broker that keeps nothing (tests, transient-only use).

@@ -7,6 +7,7 @@
 //! carries the effects out. Everything is deterministic, which keeps it testable without sockets.
 
 pub mod channel;
+pub mod durable;
 pub mod error;
 pub mod exchange;
 pub mod headers;
@@ -24,7 +25,7 @@ use amqp_codec::*;
 pub use channel::{Channel, TxOp, Unacked};
 pub use error::{AmqpError, Result};
 pub use exchange::{Binding, Destination, Exchange, ExchangeKind};
-pub use journal::{Definition, Journal, MessageId, MessageRecord, NullJournal};
+pub use journal::{Definition, Journal, MessageId, MessageRecord, NullJournal, SyncJob};
 pub use message::Message;
 pub use queue::{Consumer, Queue, QueuedMessage};
 

@@ -429,6 +429,7 @@ impl Conn {
         let idle_max = if heartbeat_secs == 0 { None } else { Some(Duration::from_secs(heartbeat_secs as u64 * 2)) };
         let mut fx = Effects::default();
         let mut pressure = Vec::new();
+        let mut journal_written = 0;
         loop {
             // Apply every complete frame under one lock acquisition.
             let mut end = None;
@@ -475,6 +476,11 @@ impl Conn {
                 }
                 if let Some(b) = lazy.guard.as_mut() {
                     pressure = b.take_pressure();
+                    let written = b.journal_mut().written();
+                    if written != journal_written {
+                        journal_written = written;
+                        shared.wake_syncer();
+                    }
                 }
             }
             if self.done {

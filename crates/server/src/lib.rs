@@ -11,8 +11,10 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use broker::durable::StoreJournal;
 use broker::{Broker, BrokerConfig, ConnectionId, Effects};
 use parking_lot::Mutex;
+use store::FsDisk;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -29,9 +31,18 @@ pub struct Shared {
     next_connection_id: AtomicU64,
     pub connection_count: AtomicUsize,
     pub shutdown: watch::Receiver<bool>,
+    /// Set and signalled when the journal has appends waiting for the syncer.
+    sync_signal: (std::sync::Mutex<bool>, std::sync::Condvar),
 }
 
 impl Shared {
+    /// Tells the syncer the journal has something to sync.
+    pub fn wake_syncer(&self) {
+        let (lock, cvar) = &self.sync_signal;
+        *lock.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        cvar.notify_one();
+    }
+
     pub fn next_connection_id(&self) -> ConnectionId {
         self.next_connection_id.fetch_add(1, Ordering::Relaxed) + 1
     }
@@ -104,17 +115,49 @@ fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
 }
 
 /// Serves AMQP on `listeners` until `shutdown` turns true.
-pub async fn run(config: Config, listeners: Vec<TcpListener>, shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
+/// Builds the broker and replays the journal in the data directory into it (before listening).
+pub fn open_broker(config: &Config) -> anyhow::Result<Broker> {
     let seed =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1);
+    let mut broker = Broker::new(BrokerConfig::default(), seed);
+    let dir = config.data_dir.join("journal");
+    let started = std::time::Instant::now();
+    let (journal, stats) =
+        StoreJournal::open(&dir, Arc::new(FsDisk), &mut broker, |line| tracing::info!("recovery: {line}"))
+            .map_err(|e| anyhow::anyhow!("cannot open the journal in {}: {e}", dir.display()))?;
+    if stats.damaged_regions > 0 {
+        tracing::warn!("recovery: {} damaged regions skipped or truncated (see above)", stats.damaged_regions);
+    }
+    tracing::info!(
+        "recovered {} definitions and {} messages in {} ms",
+        stats.definitions,
+        stats.messages,
+        started.elapsed().as_millis()
+    );
+    broker.set_journal(Box::new(journal));
+    Ok(broker)
+}
+
+/// Serves AMQP on `listeners` until `shutdown` turns true.
+pub async fn run(
+    config: Config,
+    broker: Broker,
+    listeners: Vec<TcpListener>,
+    shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
     let shared = Arc::new(Shared {
-        broker: Mutex::new(Broker::new(BrokerConfig::default(), seed)),
+        broker: Mutex::new(broker),
         config,
         outboxes: Mutex::new(HashMap::new()),
         next_connection_id: AtomicU64::new(0),
         connection_count: AtomicUsize::new(0),
         shutdown: shutdown.clone(),
+        sync_signal: (std::sync::Mutex::new(false), std::sync::Condvar::new()),
     });
+    let syncer = {
+        let shared = shared.clone();
+        std::thread::Builder::new().name("warren-sync".into()).spawn(move || syncer(&shared))?
+    };
     let mut tasks = Vec::new();
     for l in listeners {
         let shared = shared.clone();
@@ -146,5 +189,57 @@ pub async fn run(config: Config, listeners: Vec<TcpListener>, shutdown: watch::R
     while shared.connection_count.load(Ordering::Relaxed) > 0 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
+    shared.wake_syncer();
+    let _ = syncer.join();
     Ok(())
+}
+
+/// Longest an acknowledgement waits in memory before it is synced to the ack log.
+const ACK_SYNC_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// How long the syncer sleeps when nobody wakes it, bounding the delay of a missed wake-up.
+const SYNC_IDLE_WAIT: std::time::Duration = std::time::Duration::from_millis(5);
+
+/// The group-commit loop: takes whatever the journal holds, fsyncs it (the job runs without the
+/// broker lock when the journal supports it), then releases the publisher confirms waiting for it.
+/// Many publishers share one fsync; a confirm waits at most one fsync plus the one in progress.
+fn syncer(shared: &Shared) {
+    let mut failed = false;
+    let mut last_forced = std::time::Instant::now();
+    loop {
+        let stopping = *shared.shutdown.borrow();
+        // Acks need no confirm, so they ride along with publishes' syncs, or go every 100 ms.
+        let force = stopping || last_forced.elapsed() >= ACK_SYNC_INTERVAL;
+        if force {
+            last_forced = std::time::Instant::now();
+        }
+        let job = shared.broker.lock().journal_mut().begin_sync(force);
+        match job {
+            Some(job) => {
+                let result = job.run();
+                let mut fx = Effects::default();
+                let mut broker = shared.broker.lock();
+                match result {
+                    Ok(seq) => broker.journal_synced(seq, &mut fx),
+                    Err(e) => {
+                        if !failed {
+                            tracing::error!("journal write failed, persistent publishes are no longer confirmed: {e}");
+                            failed = true;
+                        }
+                        broker.journal_failed(&mut fx);
+                    }
+                }
+                shared.dispatch(&mut fx);
+            }
+            None if stopping => return,
+            None => {
+                let (lock, cvar) = &shared.sync_signal;
+                let mut pending = lock.lock().unwrap_or_else(|e| e.into_inner());
+                if !*pending {
+                    pending = cvar.wait_timeout(pending, SYNC_IDLE_WAIT).unwrap_or_else(|e| e.into_inner()).0;
+                }
+                *pending = false;
+            }
+        }
+    }
 }

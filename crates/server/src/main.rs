@@ -2,7 +2,7 @@
 //! or SIGINT.
 
 use clap::Parser;
-use warren_server::{bind, run, Config};
+use warren_server::{bind, open_broker, run, Config};
 
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
@@ -14,6 +14,8 @@ fn main() -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("cannot create data dir {}: {e}", config.data_dir.display()))?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async move {
+        // Recovery comes before listening: clients never see a half-recovered broker.
+        let broker = open_broker(&config)?;
         let listeners = bind(&config)?;
         let addrs: Vec<String> =
             listeners.iter().filter_map(|l| l.local_addr().ok()).map(|a| format!("amqp={a}")).collect();
@@ -30,7 +32,7 @@ fn main() -> anyhow::Result<()> {
             tracing::info!("shutting down");
             let _ = tx.send(true);
         });
-        run(config, listeners, rx).await
+        run(config, broker, listeners, rx).await
     })
 }
 

@@ -1,0 +1,341 @@
+//! The journal on disk: three `store::Log`s in the data directory.
+//!
+//! - `messages/`: one record per persistent message, listing every durable queue it was routed to,
+//!   so a message sent to many queues is written once.
+//! - `acks/`: small records saying a message left a queue (ack, reject, purge, delete) or was
+//!   delivered; kept apart from the bodies so acknowledging never rewrites a message segment.
+//! - `definitions/`: durable vhosts, exchanges, queues and bindings, synced before the -ok.
+//!
+//! Segment lifetime: every message segment counts the (queue, message) pairs still alive in it and
+//! is deleted when the count reaches zero and it is no longer being written. An ack segment is
+//! deleted once every message segment its records refer to is gone.
+//!
+//! Recovery (`open`) replays definitions, then acks (into sets of removed and delivered pairs),
+//! then messages in log order, handing everything to the broker, and finally deletes segments that
+//! hold nothing alive.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::path::Path;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use store::{Disk, Log, LogConfig, StoreError};
+
+use crate::journal::*;
+use crate::{Broker, Message, QueueId};
+
+/// A sync that already happened inside `begin_sync`.
+struct Done(u64);
+
+impl SyncJob for Done {
+    fn run(self: Box<Self>) -> Result<u64, String> {
+        Ok(self.0)
+    }
+}
+
+/// Counters for logs and operators.
+#[derive(Debug, Default, Clone)]
+pub struct RecoveryStats {
+    pub definitions: u64,
+    pub messages: u64,
+    pub removed: u64,
+    pub damaged_regions: usize,
+}
+
+#[derive(Debug)]
+pub struct StoreJournal {
+    messages: Log,
+    acks: Log,
+    definitions: Log,
+    /// Sequence number of the last append that needs a sync; 0 before any.
+    seq: u64,
+    synced: u64,
+    /// First message id stored in each message segment, for id → segment lookups.
+    segment_of: BTreeMap<MessageId, u64>,
+    /// Alive (queue, message) pairs per message segment.
+    live: HashMap<u64, u64>,
+    /// The message segments each ack segment refers to.
+    ack_refs: BTreeMap<u64, BTreeSet<u64>>,
+    active_message_segment: Option<u64>,
+    active_ack_segment: Option<u64>,
+    failed: Option<String>,
+    head: BytesMut,
+    /// Ack-log records appended since the last sync.
+    acks_dirty: bool,
+}
+
+fn err(e: StoreError) -> String {
+    e.to_string()
+}
+
+impl StoreJournal {
+    /// Opens (creating when missing) the journal under `dir`, replays it into `broker`, and
+    /// returns the journal ready to be installed with `Broker::set_journal`.
+    pub fn open(
+        dir: &Path,
+        disk: Arc<dyn Disk>,
+        broker: &mut Broker,
+        mut progress: impl FnMut(&str),
+    ) -> Result<(StoreJournal, RecoveryStats), String> {
+        let config = LogConfig::default();
+        let mut stats = RecoveryStats::default();
+
+        let mut rec = Log::open(dir.join("definitions"), config.clone(), disk.clone()).map_err(err)?;
+        while let Some(r) = rec.next_record().map_err(err)? {
+            if r.record_type != RECORD_DEFINITION {
+                continue;
+            }
+            match decode_definition(r.payload) {
+                Some(d) => {
+                    broker.restore_definition(d);
+                    stats.definitions += 1;
+                }
+                None => progress(&format!("skipping an unreadable definition at {:?}", r.id)),
+            }
+        }
+        let (definitions, report) = rec.finish().map_err(err)?;
+        stats.damaged_regions += report.damage.len();
+
+        let mut removed: HashSet<(QueueId, MessageId)> = HashSet::new();
+        let mut delivered: HashSet<(QueueId, MessageId)> = HashSet::new();
+        let mut ack_refs: BTreeMap<u64, BTreeSet<u64>> = BTreeMap::new();
+        let mut rec = Log::open(dir.join("acks"), config.clone(), disk.clone()).map_err(err)?;
+        while let Some(r) = rec.next_record().map_err(err)? {
+            let Some((q, m, seg)) = decode_ack(r.payload) else { continue };
+            ack_refs.entry(r.id.segment).or_default().insert(seg);
+            match r.record_type {
+                RECORD_REMOVE => {
+                    removed.insert((q, m));
+                    stats.removed += 1;
+                }
+                RECORD_DELIVERED => {
+                    delivered.insert((q, m));
+                }
+                _ => {}
+            }
+        }
+        let (acks, report) = rec.finish().map_err(err)?;
+        stats.damaged_regions += report.damage.len();
+
+        let mut segment_of = BTreeMap::new();
+        let mut live: HashMap<u64, u64> = HashMap::new();
+        let mut rec = Log::open(dir.join("messages"), config, disk).map_err(err)?;
+        let mut last_report = std::time::Instant::now();
+        while let Some(r) = rec.next_record().map_err(err)? {
+            if r.record_type != RECORD_MESSAGE {
+                continue;
+            }
+            let Some(record) = decode_message(Bytes::copy_from_slice(r.payload)) else {
+                progress(&format!("skipping an unreadable message record at {:?}", r.id));
+                continue;
+            };
+            segment_of.entry(record.msg_id).or_insert(r.id.segment);
+            if segment_of.range(..=record.msg_id).next_back().map(|(_, s)| *s) != Some(r.id.segment) {
+                segment_of.insert(record.msg_id, r.id.segment);
+            }
+            let id = record.msg_id;
+            let n = broker.restore_message(record, |q| removed.contains(&(q, id)), |q| delivered.contains(&(q, id)));
+            *live.entry(r.id.segment).or_default() += n as u64;
+            stats.messages += 1;
+            if last_report.elapsed().as_secs() >= 1 {
+                let p = rec.progress();
+                progress(&format!("recovering messages: {:?}", p));
+                last_report = std::time::Instant::now();
+            }
+        }
+        let (messages, report) = rec.finish().map_err(err)?;
+        stats.damaged_regions += report.damage.len();
+
+        let mut j = StoreJournal {
+            active_message_segment: messages.segments().last().map(|s| s.number),
+            active_ack_segment: acks.segments().last().map(|s| s.number),
+            messages,
+            acks,
+            definitions,
+            seq: 0,
+            synced: 0,
+            segment_of,
+            live,
+            ack_refs,
+            failed: None,
+            head: BytesMut::new(),
+            acks_dirty: false,
+        };
+        j.collect_garbage();
+        Ok((j, stats))
+    }
+
+    fn segment_for(&self, msg_id: MessageId) -> Option<u64> {
+        self.segment_of.range(..=msg_id).next_back().map(|(_, s)| *s)
+    }
+
+    /// Deletes message segments with nothing alive and ack segments that refer only to deleted
+    /// message segments. The segments being written are kept.
+    fn collect_garbage(&mut self) {
+        let dead: Vec<u64> = self
+            .messages
+            .segments()
+            .iter()
+            .map(|s| s.number)
+            .filter(|n| Some(*n) != self.active_message_segment && self.live.get(n).copied().unwrap_or(0) == 0)
+            .collect();
+        for n in dead {
+            if self.messages.delete_segment(n).is_ok() {
+                self.live.remove(&n);
+                self.segment_of.retain(|_, s| *s != n);
+            }
+        }
+        let existing: BTreeSet<u64> = self.messages.segments().iter().map(|s| s.number).collect();
+        let mut dead_acks = Vec::new();
+        for (a, refs) in self.ack_refs.iter_mut() {
+            refs.retain(|s| existing.contains(s));
+            if refs.is_empty() && Some(*a) != self.active_ack_segment {
+                dead_acks.push(*a);
+            }
+        }
+        let ack_segments: BTreeSet<u64> = self.acks.segments().iter().map(|s| s.number).collect();
+        for a in ack_segments {
+            let referenced = self.ack_refs.get(&a).is_some_and(|r| !r.is_empty());
+            if !referenced && Some(a) != self.active_ack_segment && self.acks.delete_segment(a).is_ok() {
+                self.ack_refs.remove(&a);
+            }
+        }
+        for a in dead_acks {
+            self.ack_refs.remove(&a);
+        }
+    }
+
+    fn fail(&mut self, what: &str, e: StoreError) {
+        if self.failed.is_none() {
+            self.failed = Some(format!("{what}: {e}"));
+        }
+    }
+
+    pub fn failure(&self) -> Option<&str> {
+        self.failed.as_deref()
+    }
+
+    fn ack_record(&mut self, kind: u8, queue: QueueId, msg_id: MessageId) {
+        let Some(seg) = self.segment_for(msg_id) else { return };
+        let payload = encode_ack(queue, msg_id, seg);
+        self.acks_dirty = true;
+        match self.acks.append(kind, &[&payload]) {
+            Ok(id) => {
+                self.ack_refs.entry(id.segment).or_default().insert(seg);
+                if self.active_ack_segment != Some(id.segment) {
+                    self.active_ack_segment = Some(id.segment);
+                }
+            }
+            Err(e) => self.fail("ack log append", e),
+        }
+    }
+
+    /// Writes and fsyncs everything appended so far. Called by the syncer; on failure the journal
+    /// is failed for good.
+    pub fn sync_now(&mut self) -> Result<u64, String> {
+        if let Some(f) = &self.failed {
+            return Err(f.clone());
+        }
+        let target = self.seq;
+        let r = self.messages.flush_and_sync().and_then(|_| self.acks.flush_and_sync());
+        if let Err(e) = r {
+            self.fail("sync", e);
+            return Err(self.failed.clone().unwrap_or_default());
+        }
+        self.synced = target;
+        self.acks_dirty = false;
+        Ok(target)
+    }
+
+    /// True when appends wait for a sync.
+    pub fn needs_sync(&self) -> bool {
+        self.seq > self.synced
+    }
+
+    fn start_sync(&mut self, force: bool) -> Option<Box<dyn SyncJob>> {
+        if !(self.needs_sync() || (force && self.acks_dirty)) {
+            return None;
+        }
+        Some(match self.sync_now() {
+            Ok(seq) => Box::new(Done(seq)),
+            Err(e) => Box::new(Failed(e)),
+        })
+    }
+}
+
+struct Failed(String);
+
+impl SyncJob for Failed {
+    fn run(self: Box<Self>) -> Result<u64, String> {
+        Err(self.0)
+    }
+}
+
+/// Ack-log payload: `queue_id u64 | msg_id u64 | message segment u64`, big-endian.
+fn encode_ack(queue: QueueId, msg_id: MessageId, segment: u64) -> [u8; 24] {
+    let mut a = [0u8; 24];
+    a[..16].copy_from_slice(&encode_ref(queue, msg_id));
+    a[16..].copy_from_slice(&segment.to_be_bytes());
+    a
+}
+
+fn decode_ack(p: &[u8]) -> Option<(QueueId, MessageId, u64)> {
+    if p.len() != 24 {
+        return None;
+    }
+    let (q, m) = decode_ref(&p[..16])?;
+    Some((q, m, u64::from_be_bytes(p[16..].try_into().ok()?)))
+}
+
+impl Journal for StoreJournal {
+    fn publish(&mut self, msg_id: MessageId, queues: &[QueueId], message: &Message) -> u64 {
+        self.head.clear();
+        encode_message_head(msg_id, queues, message, &mut self.head);
+        match self.messages.append(RECORD_MESSAGE, &[&self.head, &message.body]) {
+            Ok(id) => {
+                if self.active_message_segment != Some(id.segment) {
+                    self.active_message_segment = Some(id.segment);
+                    self.segment_of.insert(msg_id, id.segment);
+                    // The previous segment is sealed now; it may hold nothing alive.
+                    self.collect_garbage();
+                }
+                *self.live.entry(id.segment).or_default() += queues.len() as u64;
+            }
+            Err(e) => self.fail("message log append", e),
+        }
+        self.seq += 1;
+        self.seq
+    }
+
+    fn remove(&mut self, queue: QueueId, msg_id: MessageId) {
+        self.ack_record(RECORD_REMOVE, queue, msg_id);
+        if let Some(seg) = self.segment_for(msg_id) {
+            if let Some(n) = self.live.get_mut(&seg) {
+                *n = n.saturating_sub(1);
+                if *n == 0 && Some(seg) != self.active_message_segment {
+                    self.collect_garbage();
+                }
+            }
+        }
+    }
+
+    fn delivered(&mut self, queue: QueueId, msg_id: MessageId) {
+        self.ack_record(RECORD_DELIVERED, queue, msg_id);
+    }
+
+    fn define(&mut self, definition: &Definition) {
+        let payload = encode_definition(definition);
+        let r = self.definitions.append(RECORD_DEFINITION, &[&payload]).and_then(|_| self.definitions.flush_and_sync());
+        if let Err(e) = r {
+            self.fail("definitions log", e);
+        }
+    }
+
+    fn written(&self) -> u64 {
+        self.seq
+    }
+
+    fn begin_sync(&mut self, force: bool) -> Option<Box<dyn SyncJob>> {
+        self.start_sync(force)
+    }
+}
