@@ -229,7 +229,6 @@ def test_work_queues_two_threaded_workers_share_all_tasks(broker, connect, uniq)
     pch.queue_delete(q)
 
 
-@pytest.mark.roadmap("persistence")
 def test_work_queues_durable_queue_and_persistent_messages_survive_restart(broker_factory, uniq):
     """A durable queue and its persistent messages are still there after the broker is stopped with SIGTERM and restarted on the same data dir; a transient message is not."""
     q = "task_queue-" + uniq
