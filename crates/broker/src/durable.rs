@@ -19,19 +19,10 @@ use std::path::Path;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use store::{Disk, Log, LogConfig, StoreError};
+use store::{Disk, Log, LogConfig, PendingSync, StoreError};
 
 use crate::journal::*;
 use crate::{Broker, Message, QueueId};
-
-/// A sync that already happened inside `begin_sync`.
-struct Done(u64);
-
-impl SyncJob for Done {
-    fn run(self: Box<Self>) -> Result<u64, String> {
-        Ok(self.0)
-    }
-}
 
 /// Counters for logs and operators.
 #[derive(Debug, Default, Clone)]
@@ -230,23 +221,6 @@ impl StoreJournal {
         }
     }
 
-    /// Writes and fsyncs everything appended so far. Called by the syncer; on failure the journal
-    /// is failed for good.
-    pub fn sync_now(&mut self) -> Result<u64, String> {
-        if let Some(f) = &self.failed {
-            return Err(f.clone());
-        }
-        let target = self.seq;
-        let r = self.messages.flush_and_sync().and_then(|_| self.acks.flush_and_sync());
-        if let Err(e) = r {
-            self.fail("sync", e);
-            return Err(self.failed.clone().unwrap_or_default());
-        }
-        self.synced = target;
-        self.acks_dirty = false;
-        Ok(target)
-    }
-
     /// True when appends wait for a sync.
     pub fn needs_sync(&self) -> bool {
         self.seq > self.synced
@@ -256,10 +230,43 @@ impl StoreJournal {
         if !(self.needs_sync() || (force && self.acks_dirty)) {
             return None;
         }
-        Some(match self.sync_now() {
-            Ok(seq) => Box::new(Done(seq)),
-            Err(e) => Box::new(Failed(e)),
-        })
+        if let Some(f) = &self.failed {
+            // Everything appended since is nacked by the broker; do not come back for it.
+            self.synced = self.seq;
+            self.acks_dirty = false;
+            return Some(Box::new(Failed(f.clone())));
+        }
+        let target = self.seq;
+        let jobs = self.messages.begin_sync().and_then(|m| self.acks.begin_sync().map(|a| (m, a)));
+        match jobs {
+            Ok((messages, acks)) => {
+                // Optimistic: if the job fails, `sync_failed` fails the journal for good.
+                self.synced = target;
+                self.acks_dirty = false;
+                Some(Box::new(Pending { messages, acks, target }))
+            }
+            Err(e) => {
+                self.fail("sync", e);
+                self.synced = target;
+                self.acks_dirty = false;
+                Some(Box::new(Failed(self.failed.clone().unwrap_or_default())))
+            }
+        }
+    }
+}
+
+/// The fsyncs of one group commit, run by the syncer without the broker lock.
+struct Pending {
+    messages: PendingSync,
+    acks: PendingSync,
+    target: u64,
+}
+
+impl SyncJob for Pending {
+    fn run(self: Box<Self>) -> Result<u64, String> {
+        self.messages.run().map_err(err)?;
+        self.acks.run().map_err(err)?;
+        Ok(self.target)
     }
 }
 
@@ -337,5 +344,13 @@ impl Journal for StoreJournal {
 
     fn begin_sync(&mut self, force: bool) -> Option<Box<dyn SyncJob>> {
         self.start_sync(force)
+    }
+
+    fn sync_failed(&mut self, error: &str) {
+        self.messages.sync_failed();
+        self.acks.sync_failed();
+        if self.failed.is_none() {
+            self.failed = Some(format!("sync: {error}"));
+        }
     }
 }

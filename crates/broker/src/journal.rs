@@ -85,6 +85,10 @@ pub trait Journal: Send + std::fmt::Debug {
         let _ = force;
         None
     }
+    /// A job from `begin_sync` failed: refuse every further write.
+    fn sync_failed(&mut self, error: &str) {
+        let _ = error;
+    }
 }
 
 /// The fsync part of a group commit, run off the broker lock.

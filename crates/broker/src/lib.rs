@@ -412,7 +412,8 @@ impl Broker {
 
     /// The journal failed: nack every confirm waiting for it (the publisher must not assume the
     /// message is safe). Later publishes keep waiting and are nacked the same way.
-    pub fn journal_failed(&mut self, fx: &mut Effects) {
+    pub fn journal_failed(&mut self, error: &str, fx: &mut Effects) {
+        self.journal.sync_failed(error);
         let channels = &mut self.channels;
         for key in self.confirm_waiters.drain(..) {
             if let Some(c) = channels.get_mut(&key) {

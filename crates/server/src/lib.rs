@@ -226,7 +226,7 @@ fn syncer(shared: &Shared) {
                             tracing::error!("journal write failed, persistent publishes are no longer confirmed: {e}");
                             failed = true;
                         }
-                        broker.journal_failed(&mut fx);
+                        broker.journal_failed(&e, &mut fx);
                     }
                 }
                 shared.dispatch(&mut fx);

@@ -47,7 +47,7 @@ pub mod sim;
 pub use disk::{Disk, DiskFile, FsDisk};
 pub use error::{Result, StoreError};
 pub use format::{HeaderFault, RecordFault};
-pub use log::{Log, LogConfig, SegmentInfo};
+pub use log::{Log, LogConfig, PendingSync, SegmentInfo};
 pub use recovery::{Damage, DamageKind, Record, Recovery, RecoveryProgress, RecoveryReport};
 
 /// Where a record lives: its segment and the byte offset of its header in that segment file. Returned

@@ -234,6 +234,46 @@ impl Log {
         Ok(())
     }
 
+    /// The first half of a group commit that does not hold the writer while it waits for the
+    /// disk: writes every buffered record (no fsync) and returns a [`PendingSync`] holding the
+    /// handles to fsync. Run it on any thread, then report the outcome with [`Log::sync_failed`]
+    /// if it failed. When [`PendingSync::run`] returns `Ok`, everything appended before this call
+    /// is durable (and possibly more). Appends may continue meanwhile.
+    pub fn begin_sync(&mut self) -> Result<PendingSync> {
+        self.check_writable()?;
+        let result = self.begin_sync_inner();
+        self.poison_on_err(result)
+    }
+
+    fn begin_sync_inner(&mut self) -> Result<PendingSync> {
+        self.write_out_active()?;
+        let mut files: Vec<(PathBuf, Box<dyn DiskFile>)> = Vec::new();
+        for (number, file) in self.unsynced_sealed.drain(..) {
+            files.push((self.dir.join(format::segment_file_name(number)), file));
+        }
+        if let Some(active) = &mut self.active {
+            if active.unsynced {
+                // A second handle on the same file: fsync covers the file, whichever handle asks.
+                let path = self.dir.join(format::segment_file_name(active.number));
+                let handle = self.disk.open(&path).map_err(io_err("open for sync", &path))?;
+                files.push((path, handle));
+                active.unsynced = false;
+            }
+        }
+        let dir = if self.dir_unsynced {
+            self.dir_unsynced = false;
+            Some((self.disk.clone(), self.dir.clone()))
+        } else {
+            None
+        };
+        Ok(PendingSync { files, dir })
+    }
+
+    /// A [`PendingSync`] of this log failed: poison the log (the fsync is never retried).
+    pub fn sync_failed(&mut self) {
+        self.poisoned = true;
+    }
+
     /// Reads one record back, checking its header and payload checksums, and returns
     /// `(record_type, payload)`. Works for records not yet flushed, too (they are served from the
     /// buffer). Reads are allowed on a poisoned log.
@@ -443,6 +483,33 @@ impl Log {
         self.next_segment += 1;
         buf.extend_from_slice(&format::encode_segment_header(number));
         self.active = Some(Active { number, file: None, len_written: 0, buf, unsynced: false });
+        Ok(())
+    }
+}
+
+/// The fsync half of a group commit started by [`Log::begin_sync`]: segments oldest first, then
+/// the directory. Needs no access to the [`Log`], so the writer keeps appending meanwhile.
+#[derive(Debug)]
+#[must_use = "a PendingSync does nothing until it is run"]
+pub struct PendingSync {
+    files: Vec<(PathBuf, Box<dyn DiskFile>)>,
+    dir: Option<(Arc<dyn Disk>, PathBuf)>,
+}
+
+impl PendingSync {
+    /// True when there is nothing to sync.
+    pub fn is_empty(&self) -> bool {
+        self.files.is_empty() && self.dir.is_none()
+    }
+
+    /// Runs the fsyncs. On error, call [`Log::sync_failed`].
+    pub fn run(self) -> Result<()> {
+        for (path, mut file) in self.files {
+            file.sync().map_err(io_err("sync", &path))?;
+        }
+        if let Some((disk, dir)) = self.dir {
+            disk.sync_dir(&dir).map_err(io_err("sync directory", &dir))?;
+        }
         Ok(())
     }
 }
