@@ -191,8 +191,8 @@ def broker_factory():
             return d
 
         @staticmethod
-        def start(data_dir):
-            b = start_broker(data_dir)
+        def start(data_dir, extra_args=()):
+            b = start_broker(data_dir, extra_args)
             started.append(b)
             return b
 

@@ -108,11 +108,14 @@ pub struct BrokerConfig {
     /// A queue with consumers and more ready messages than this signals flow pressure to the
     /// publishers feeding it, so they slow to the rate its consumers take messages.
     pub queue_flow_backlog: usize,
+    /// Confirm persistent messages once they are written to the OS, before fsync (RabbitMQ's
+    /// behaviour for classic queues). Off by default: a confirm means the message is on disk.
+    pub confirm_before_fsync: bool,
 }
 
 impl Default for BrokerConfig {
     fn default() -> Self {
-        BrokerConfig { consumers_per_channel_max: 65_535, queue_flow_backlog: 20_000 }
+        BrokerConfig { consumers_per_channel_max: 65_535, queue_flow_backlog: 20_000, confirm_before_fsync: false }
     }
 }
 
@@ -1441,7 +1444,8 @@ impl Broker {
         }
         self.route_buf = routed;
         if let Some(seq) = seq {
-            self.confirm(conn, ch, seq, jseq, fx);
+            let wait_for = if self.config.confirm_before_fsync { 0 } else { jseq };
+            self.confirm(conn, ch, seq, wait_for, fx);
         }
         Ok(())
     }

@@ -51,6 +51,22 @@ pub struct Config {
     #[arg(long = "handshake-timeout", default_value_t = 10)]
     pub handshake_timeout_secs: u64,
 
+    /// Confirm persistent messages before they are fsynced, as RabbitMQ does for classic queues
+    /// (faster, but a confirmed message can be lost in a power failure). By default Warren
+    /// confirms only after fsync.
+    #[arg(long)]
+    pub confirm_before_fsync: bool,
+
+    /// Free disk space, in bytes, on the data directory's filesystem below which publishers are
+    /// blocked (connection.blocked) until space is freed. RabbitMQ's default is 50 MB.
+    #[arg(long, default_value_t = 50_000_000)]
+    pub disk_free_limit: u64,
+
+    /// Fraction of the machine's memory the broker may use before publishers are blocked
+    /// (RabbitMQ 4's default, 0.6).
+    #[arg(long, default_value_t = 0.6)]
+    pub vm_memory_high_watermark: f64,
+
     /// Most client connections at once; more are refused.
     #[arg(long, default_value_t = 65_536)]
     pub connection_max: usize,

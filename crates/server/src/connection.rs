@@ -207,6 +207,7 @@ struct Negotiated {
     heartbeat_secs: u16,
     user: String,
     credit: Arc<WriteCredit>,
+    blocked_capable: bool,
 }
 
 /// The handshake, up to and including connection.open-ok.
@@ -305,7 +306,11 @@ async fn handshake(
         return Err(End::from_amqp(e, 10, 40));
     }
     write_frames(wr, &[(0, ConnectionOpenOk { known_hosts: String::new() }.into())]).await?;
-    Ok(Negotiated { frame_max, channel_max, heartbeat_secs: tune_ok.heartbeat, user, credit })
+    let blocked_capable = match start_ok.client_properties.get("capabilities") {
+        Some(FieldValue::Table(caps)) => caps.get("connection.blocked").and_then(FieldValue::as_bool).unwrap_or(false),
+        _ => false,
+    };
+    Ok(Negotiated { frame_max, channel_max, heartbeat_secs: tune_ok.heartbeat, user, credit, blocked_capable })
 }
 
 fn unexpected_in_handshake(expected: &str, got: &Frame) -> End {
@@ -366,6 +371,9 @@ async fn run(shared: &Arc<Shared>, id: ConnectionId, stream: TcpStream) -> Resul
         user: negotiated.user,
         channels: HashMap::new(),
         closing_since: None,
+        published: false,
+        blocked_capable: negotiated.blocked_capable,
+        blocked_sent: false,
         done: false,
     };
     let result = conn.read_loop(shared, &mut reader, negotiated.heartbeat_secs, &outbox).await;
@@ -402,6 +410,12 @@ struct Conn {
     channels: HashMap<u16, ChannelProto>,
     /// When we sent connection.close.
     closing_since: Option<tokio::time::Instant>,
+    /// The client has published: resource alarms block it.
+    published: bool,
+    /// The client's capabilities include connection.blocked.
+    blocked_capable: bool,
+    /// We sent connection.blocked and owe a connection.unblocked.
+    blocked_sent: bool,
     done: bool,
 }
 
@@ -426,6 +440,7 @@ impl Conn {
         outbox: &Outbox,
     ) -> Result<(), String> {
         let mut shutdown = shared.shutdown.clone();
+        let mut alarms = shared.alarms.clone();
         let idle_max = if heartbeat_secs == 0 { None } else { Some(Duration::from_secs(heartbeat_secs as u64 * 2)) };
         let mut fx = Effects::default();
         let mut pressure = Vec::new();
@@ -498,6 +513,30 @@ impl Conn {
                     tokio::time::sleep(Duration::from_millis(1)).await;
                 }
                 pressure.clear();
+            }
+            // Resource alarms: a connection that publishes is not read while one is on (but a
+            // publish whose content is still arriving is finished first).
+            let alarm = *alarms.borrow();
+            let mid_content = self.channels.values().any(|c| matches!(c, ChannelProto::Open(Some(_))));
+            if alarm.any() && self.published && self.closing_since.is_none() && !mid_content {
+                if self.blocked_capable && !self.blocked_sent {
+                    outbox.push(Outbound::Method {
+                        channel: 0,
+                        method: ConnectionBlocked { reason: alarm.reason().to_owned() }.into(),
+                    });
+                    self.blocked_sent = true;
+                }
+                tokio::select! {
+                    r = alarms.changed() => if r.is_err() { return Err("alarm monitor stopped".into()) },
+                    _ = shutdown.changed() => {}
+                }
+                if !*shutdown.borrow() {
+                    continue;
+                }
+            }
+            if self.blocked_sent && !alarm.any() {
+                outbox.push(Outbound::Method { channel: 0, method: ConnectionUnblocked.into() });
+                self.blocked_sent = false;
             }
             let read_timeout = match (self.closing_since, idle_max) {
                 (Some(t), _) => CLOSE_OK_TIMEOUT.saturating_sub(t.elapsed()),
@@ -769,6 +808,9 @@ impl Conn {
             Some(b) => b.freeze(),
             None => body,
         };
+        // Blocking waits for the content of a publish to complete, so the block never cuts a
+        // message in half.
+        self.published = true;
         let flags = PublishFlags { mandatory: publish.mandatory, immediate: publish.immediate };
         let message = Message::new(publish.exchange, publish.routing_key, properties, summary, body);
         if let Err(e) = lazy.get().publish(self.id, ch, flags, message, fx) {

@@ -2,6 +2,7 @@
 //! heartbeats and shutdown. It decides no routing: every AMQP operation goes to `broker`, and the
 //! effects that come back are queued on the outboxes of the connections they concern.
 
+pub mod alarms;
 pub mod config;
 pub mod connection;
 pub mod outbox;
@@ -31,6 +32,8 @@ pub struct Shared {
     next_connection_id: AtomicU64,
     pub connection_count: AtomicUsize,
     pub shutdown: watch::Receiver<bool>,
+    /// Resource alarms in force (disk, memory).
+    pub alarms: watch::Receiver<alarms::Alarms>,
     /// Set and signalled when the journal has appends waiting for the syncer.
     sync_signal: (std::sync::Mutex<bool>, std::sync::Condvar),
 }
@@ -119,7 +122,8 @@ fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
 pub fn open_broker(config: &Config) -> anyhow::Result<Broker> {
     let seed =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1);
-    let mut broker = Broker::new(BrokerConfig::default(), seed);
+    let broker_config = BrokerConfig { confirm_before_fsync: config.confirm_before_fsync, ..BrokerConfig::default() };
+    let mut broker = Broker::new(broker_config, seed);
     let dir = config.data_dir.join("journal");
     let started = std::time::Instant::now();
     let (journal, stats) =
@@ -145,7 +149,15 @@ pub async fn run(
     listeners: Vec<TcpListener>,
     shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
+    let (alarm_tx, alarm_rx) = watch::channel(alarms::Alarms::default());
+    tokio::spawn(alarms::monitor(
+        config.data_dir.clone(),
+        config.disk_free_limit,
+        config.vm_memory_high_watermark,
+        alarm_tx,
+    ));
     let shared = Arc::new(Shared {
+        alarms: alarm_rx,
         broker: Mutex::new(broker),
         config,
         outboxes: Mutex::new(HashMap::new()),
