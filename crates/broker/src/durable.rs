@@ -172,8 +172,9 @@ impl StoreJournal {
             .collect();
         for n in dead {
             if self.messages.delete_segment(n).is_ok() {
+                // `segment_of` keeps the deleted segment's entry, so a late lookup for one of its
+                // messages finds it (gone from `live`) instead of wrongly finding its predecessor.
                 self.live.remove(&n);
-                self.segment_of.retain(|_, s| *s != n);
             }
         }
         let existing: BTreeSet<u64> = self.messages.segments().iter().map(|s| s.number).collect();

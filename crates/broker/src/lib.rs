@@ -1114,7 +1114,7 @@ impl Broker {
         let Some(q) = self.queues.remove(&qid) else {
             return 0;
         };
-        if q.durable {
+        if q.is_journaled() {
             // Remove its journaled messages, ready and unacknowledged, then the queue itself.
             for m in &q.ready {
                 Self::forget(&mut *self.journal, qid, m.msg_id);
@@ -1124,9 +1124,7 @@ impl Broker {
                     Self::forget(&mut *self.journal, qid, u.entry.msg_id);
                 }
             }
-            if q.exclusive_owner.is_none() {
-                self.journal.define(&Definition::QueueDeleted { id: qid });
-            }
+            self.journal.define(&Definition::QueueDeleted { id: qid });
         }
         if let Some(v) = self.vhosts.get_mut(&q.vhost) {
             v.queues.remove(&q.name);
@@ -1420,7 +1418,7 @@ impl Broker {
         if message.is_persistent() {
             let mut durable: Vec<QueueId> = Vec::new();
             for qid in &routed {
-                if self.queues.get(qid).is_some_and(|q| q.durable) {
+                if self.queues.get(qid).is_some_and(|q| q.is_journaled()) {
                     durable.push(*qid);
                 }
             }
@@ -1432,7 +1430,7 @@ impl Broker {
         }
         for &qid in &routed {
             if let Some(q) = self.queues.get_mut(&qid) {
-                q.push(message.clone(), if q.durable { msg_id } else { 0 });
+                q.push(message.clone(), if q.is_journaled() { msg_id } else { 0 });
                 self.dirty.push(qid);
                 if q.ready.len() > self.config.queue_flow_backlog
                     && !q.consumers.is_empty()

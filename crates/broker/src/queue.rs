@@ -117,6 +117,12 @@ impl Queue {
         std::mem::take(&mut self.ready)
     }
 
+    /// Persistent messages in this queue are journaled: it is durable and not exclusive (an
+    /// exclusive queue dies with its connection, so never outlives a restart).
+    pub fn is_journaled(&self) -> bool {
+        self.durable && self.exclusive_owner.is_none()
+    }
+
     pub fn message_count(&self) -> u32 {
         self.ready.len() as u32
     }
