@@ -19,6 +19,25 @@ pub struct Unacked {
     pub consumer_tag: Option<Arc<str>>,
 }
 
+/// Something sent once the journal is durable far enough.
+#[derive(Debug, Clone)]
+pub enum Deferred {
+    /// A publisher confirm for this publish sequence number.
+    Confirm(u64),
+    /// A method reply (tx.commit-ok).
+    Reply(amqp_codec::Method),
+}
+
+impl Deferred {
+    /// The outbound form; `ok` false turns a confirm into a nack (a reply stays a reply).
+    pub fn into_outbound(self, channel: u16, ok: bool) -> crate::Outbound {
+        match self {
+            Deferred::Confirm(tag) => crate::Outbound::Confirm { channel, delivery_tag: tag, ack: ok },
+            Deferred::Reply(method) => crate::Outbound::Method { channel, method },
+        }
+    }
+}
+
 /// What a transaction holds until commit.
 #[derive(Debug, Clone)]
 pub enum TxOp {
@@ -43,9 +62,9 @@ pub struct Channel {
     pub reply_consumer: Option<Arc<str>>,
     pub confirm: bool,
     pub next_publish_seq: u64,
-    /// Publisher confirms not yet sent, in order: (publish sequence number, journal sequence
-    /// number that must be synced first).
-    pub confirms: VecDeque<(u64, u64)>,
+    /// Publisher confirms (and tx.commit-oks) not yet sent, in order, each with the journal
+    /// sequence number that must be synced first.
+    pub confirms: VecDeque<(Deferred, u64)>,
     pub tx: Option<Vec<TxOp>>,
     /// channel.flow: false stops deliveries.
     pub flow_active: bool,

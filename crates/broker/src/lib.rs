@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 use amqp_codec::*;
 
-pub use channel::{Channel, TxOp, Unacked};
+pub use channel::{Channel, Deferred, TxOp, Unacked};
 pub use error::{AmqpError, Result};
 pub use exchange::{Binding, Destination, Exchange, ExchangeKind};
 pub use journal::{Definition, Journal, MessageId, MessageRecord, NullJournal, SyncJob};
@@ -402,12 +402,13 @@ impl Broker {
         let channels = &mut self.channels;
         self.confirm_waiters.retain(|key| {
             let Some(c) = channels.get_mut(key) else { return false };
-            while let Some(&(tag, jseq)) = c.confirms.front() {
-                if jseq > synced {
+            while let Some((_, jseq)) = c.confirms.front() {
+                if *jseq > synced {
                     break;
                 }
-                c.confirms.pop_front();
-                fx.push(key.0, Outbound::Confirm { channel: key.1, delivery_tag: tag, ack: true });
+                if let Some((d, _)) = c.confirms.pop_front() {
+                    fx.push(key.0, d.into_outbound(key.1, true));
+                }
             }
             !c.confirms.is_empty()
         });
@@ -420,8 +421,8 @@ impl Broker {
         let channels = &mut self.channels;
         for key in self.confirm_waiters.drain(..) {
             if let Some(c) = channels.get_mut(&key) {
-                for (tag, _) in c.confirms.drain(..) {
-                    fx.push(key.0, Outbound::Confirm { channel: key.1, delivery_tag: tag, ack: false });
+                for (d, _) in c.confirms.drain(..) {
+                    fx.push(key.0, d.into_outbound(key.1, false));
                 }
             }
         }
@@ -430,15 +431,20 @@ impl Broker {
     /// Emits the confirm for publish `tag`, in order behind any confirm still waiting for the
     /// journal, so confirms on a channel always go out in sequence.
     fn confirm(&mut self, conn: ConnectionId, ch: u16, tag: u64, jseq: u64, fx: &mut Effects) {
+        self.defer(conn, ch, Deferred::Confirm(tag), jseq, fx);
+    }
+
+    /// Sends `d` once journal sequence `jseq` is durable, in order behind what already waits.
+    fn defer(&mut self, conn: ConnectionId, ch: u16, d: Deferred, jseq: u64, fx: &mut Effects) {
         let synced = self.synced_seq;
         let Some(c) = self.channels.get_mut(&(conn, ch)) else { return };
         if c.confirms.is_empty() && jseq <= synced {
-            fx.push(conn, Outbound::Confirm { channel: ch, delivery_tag: tag, ack: true });
+            fx.push(conn, d.into_outbound(ch, true));
         } else {
             if c.confirms.is_empty() {
                 self.confirm_waiters.push((conn, ch));
             }
-            c.confirms.push_back((tag, jseq));
+            c.confirms.push_back((d, jseq));
         }
     }
 
@@ -712,9 +718,12 @@ impl Broker {
                 let Some(ops) = c.tx.replace(Vec::new()) else {
                     return Err(AmqpError::precondition_failed("channel is not transactional"));
                 };
+                let mut durable_at = 0;
                 for op in ops {
                     match op {
-                        TxOp::Publish { mandatory, message } => self.publish_now(conn, ch, mandatory, message, fx)?,
+                        TxOp::Publish { mandatory, message } => {
+                            durable_at = durable_at.max(self.publish_now(conn, ch, mandatory, message, fx)?)
+                        }
                         TxOp::Ack { delivery_tag, multiple } => {
                             self.settle(conn, ch, delivery_tag, multiple, Settle::Ack, fx)?
                         }
@@ -724,7 +733,9 @@ impl Broker {
                         }
                     }
                 }
-                fx.reply(conn, ch, TxCommitOk);
+                // The commit-ok means the transaction's persistent messages are on disk.
+                let wait_for = if self.config.confirm_before_fsync { 0 } else { durable_at };
+                self.defer(conn, ch, Deferred::Reply(TxCommitOk.into()), wait_for, fx);
                 Ok(())
             }
             Method::TxRollback(_) => {
@@ -1371,7 +1382,7 @@ impl Broker {
             tx.push(TxOp::Publish { mandatory: flags.mandatory, message });
             return Ok(());
         }
-        self.publish_now(conn, ch, flags.mandatory, message, fx)
+        self.publish_now(conn, ch, flags.mandatory, message, fx).map(|_| ())
     }
 
     fn publish_now(
@@ -1381,7 +1392,7 @@ impl Broker {
         mandatory: bool,
         message: Message,
         fx: &mut Effects,
-    ) -> Result<()> {
+    ) -> Result<u64> {
         let seq = {
             let c = self.channel_mut(conn, ch)?;
             if c.confirm {
@@ -1445,7 +1456,7 @@ impl Broker {
             let wait_for = if self.config.confirm_before_fsync { 0 } else { jseq };
             self.confirm(conn, ch, seq, wait_for, fx);
         }
-        Ok(())
+        Ok(jseq)
     }
 
     /// Direct reply-to: deliver straight to the consumer named by the token, if it still exists.
