@@ -23,34 +23,21 @@ type CallbackResult<T> = std::result::Result<T, amqprs::error::Error>;
 
 /// Opens one connection and one channel on it, both with callbacks that report closes.
 /// `confirms` puts the channel in confirm mode and feeds its acks and nacks to that window.
-pub async fn open(
-    url: &AmqpUrl,
-    name: &str,
-    confirms: Option<Arc<ConfirmWindow>>,
-) -> Result<(Connection, Channel)> {
+pub async fn open(url: &AmqpUrl, name: &str, confirms: Option<Arc<ConfirmWindow>>) -> Result<(Connection, Channel)> {
     let args = OpenConnectionArguments::new(&url.host, url.port, &url.username, &url.password)
         .virtual_host(&url.vhost)
         .connection_name(name)
         .finish();
-    let connection = Connection::open(&args)
-        .await
-        .with_context(|| format!("{name}: connecting to {}:{}", url.host, url.port))?;
+    let connection =
+        Connection::open(&args).await.with_context(|| format!("{name}: connecting to {}:{}", url.host, url.port))?;
     connection
-        .register_callback(ReportingConnection {
-            name: name.to_owned(),
-        })
+        .register_callback(ReportingConnection { name: name.to_owned() })
         .await
         .with_context(|| format!("{name}: registering connection callback"))?;
-    let channel = connection
-        .open_channel(None)
-        .await
-        .with_context(|| format!("{name}: opening channel"))?;
+    let channel = connection.open_channel(None).await.with_context(|| format!("{name}: opening channel"))?;
     let confirm_mode = confirms.is_some();
     channel
-        .register_callback(ReportingChannel {
-            name: name.to_owned(),
-            confirms,
-        })
+        .register_callback(ReportingChannel { name: name.to_owned(), confirms })
         .await
         .with_context(|| format!("{name}: registering channel callback"))?;
     if confirm_mode {
@@ -87,11 +74,7 @@ impl ConfirmWindow {
     /// Waits for room in the window, then records `delivery_tag` as outstanding. Call before
     /// publishing it, so a fast confirm cannot arrive for a tag not yet recorded.
     pub async fn reserve(&self, delivery_tag: u64) -> Result<()> {
-        self.permits
-            .acquire()
-            .await
-            .context("confirm window closed")?
-            .forget();
+        self.permits.acquire().await.context("confirm window closed")?.forget();
         self.lock().insert(delivery_tag);
         Ok(())
     }
@@ -123,9 +106,7 @@ impl ConfirmWindow {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeSet<u64>> {
         // A panic while holding this lock already ends the run; the set itself stays consistent.
-        self.outstanding
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.outstanding.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -177,9 +158,7 @@ impl ChannelCallback for ReportingChannel {
     async fn publish_ack(&mut self, _channel: &Channel, ack: Ack) {
         if let Some(window) = &self.confirms {
             let settled = window.settle(ack.delivery_tag(), ack.mutiple());
-            window
-                .confirmed
-                .fetch_add(settled as u64, Ordering::Relaxed);
+            window.confirmed.fetch_add(settled as u64, Ordering::Relaxed);
         }
     }
 

@@ -60,6 +60,12 @@ struct Args {
     #[arg(long, default_value_t = 1000)]
     rate: u32,
 
+    /// Producers pause while this many message copies (a fanout publish makes one per queue) are
+    /// published but not yet received by a consumer. Bounds the generator's memory: amqprs
+    /// queues received deliveries without limit.
+    #[arg(long, default_value_t = scenario::UNDELIVERED_MAX_DEFAULT)]
+    undelivered_max: u64,
+
     /// Also print the result as one JSON line.
     #[arg(long)]
     json: bool,
@@ -79,9 +85,7 @@ fn main() -> Result<()> {
         println!("{}", report::MARKDOWN_HEADER);
         return Ok(());
     }
-    let name = args
-        .scenario
-        .context("--scenario is required unless --markdown-header is given")?;
+    let name = args.scenario.context("--scenario is required unless --markdown-header is given")?;
     let options = scenario::Options {
         url: url::AmqpUrl::parse(&args.url)?,
         label: args.label.clone(),
@@ -90,26 +94,19 @@ fn main() -> Result<()> {
         broker_pid: args.broker_pid,
         multi_ack_every: args.multi_ack_every,
         rate_per_sec: args.rate,
+        undelivered_max: args.undelivered_max,
     };
 
     // A current-thread runtime for one thread: the multi-thread one would add the main thread to
     // the worker, and the generator would compete with the broker for a second core.
     let runtime = if args.threads == 1 {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
+        tokio::runtime::Builder::new_current_thread().enable_all().build()
     } else {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(usize::from(args.threads))
-            .enable_all()
-            .build()
+        tokio::runtime::Builder::new_multi_thread().worker_threads(usize::from(args.threads)).enable_all().build()
     }
     .context("building the tokio runtime")?;
-    let outcome = runtime.block_on(async move {
-        tokio::spawn(scenario::run(name, options))
-            .await
-            .context("scenario task panicked")?
-    });
+    let outcome = runtime
+        .block_on(async move { tokio::spawn(scenario::run(name, options)).await.context("scenario task panicked")? });
     // amqprs leaves reader and writer tasks behind closed connections; do not wait for them.
     runtime.shutdown_timeout(Duration::from_secs(1));
     let outcome = outcome.with_context(|| format!("scenario {} failed", name.as_str()))?;
@@ -122,8 +119,7 @@ fn main() -> Result<()> {
         println!("{}", outcome.markdown_row());
     }
     let cores = f64::from(args.threads);
-    if outcome.window_secs > 0.0 && outcome.generator_cpu_secs > 0.9 * cores * outcome.window_secs
-    {
+    if outcome.window_secs > 0.0 && outcome.generator_cpu_secs > 0.9 * cores * outcome.window_secs {
         eprintln!(
             "warren-bench: the generator used {:.2} CPU-s of {:.2} available: it may be the \
              bottleneck, so these rates are a lower bound for the broker",

@@ -64,11 +64,8 @@ fn parse_cpu_ticks(stat: &str) -> Result<u64> {
     };
     let fields: Vec<&str> = after_comm.split_whitespace().collect();
     let field = |number: usize| -> Result<u64> {
-        let text = fields
-            .get(number - 3)
-            .with_context(|| format!("field {number} missing"))?;
-        text.parse::<u64>()
-            .with_context(|| format!("field {number} '{text}' is not a number"))
+        let text = fields.get(number - 3).with_context(|| format!("field {number} missing"))?;
+        text.parse::<u64>().with_context(|| format!("field {number} '{text}' is not a number"))
     };
     Ok(field(14)? + field(15)?)
 }
@@ -78,14 +75,8 @@ fn parse_rss_kib(status: &str) -> Result<u64> {
         .lines()
         .find(|line| line.starts_with("VmRSS:"))
         .context("no VmRSS line (a kernel thread, or the process has exited)")?;
-    let value = line
-        .trim_start_matches("VmRSS:")
-        .trim()
-        .trim_end_matches("kB")
-        .trim();
-    value
-        .parse::<u64>()
-        .with_context(|| format!("VmRSS value '{value}' is not a number"))
+    let value = line.trim_start_matches("VmRSS:").trim().trim_end_matches("kB").trim();
+    value.parse::<u64>().with_context(|| format!("VmRSS value '{value}' is not a number"))
 }
 
 #[cfg(test)]

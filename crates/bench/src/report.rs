@@ -54,6 +54,9 @@ pub struct Outcome {
     /// Copies routed per publish that were still undelivered when the window closed (queue backlog
     /// plus messages in flight); large and growing means producers outran consumers.
     pub undelivered_at_end: i64,
+    /// Times a producer paused because consumers were far behind (see the scenario module);
+    /// non-zero means the generator's consumers, not only the broker, set the pace.
+    pub producer_pauses: u64,
     pub broker_cpu_secs: Option<f64>,
     pub broker_rss_kib: Option<u64>,
     pub generator_cpu_secs: f64,
@@ -68,7 +71,7 @@ impl Outcome {
     }
 
     pub fn human_line(&self) -> String {
-        let mut line = format!("{}", self.scenario);
+        let mut line = self.scenario.to_string();
         if !self.label.is_empty() {
             let _ = write!(line, " [{}]", self.label);
         }
@@ -76,11 +79,7 @@ impl Outcome {
             let _ = write!(line, ": broker RSS {}", mib_or_dash(self.broker_rss_kib));
             return line;
         }
-        let _ = write!(
-            line,
-            ": published {:.0}/s, delivered {:.0}/s",
-            self.published_per_sec, self.delivered_per_sec
-        );
+        let _ = write!(line, ": published {:.0}/s, delivered {:.0}/s", self.published_per_sec, self.delivered_per_sec);
         if let Some(confirmed) = self.confirmed_per_sec {
             let _ = write!(line, ", confirmed {confirmed:.0}/s");
         }
@@ -95,6 +94,9 @@ impl Outcome {
             );
         }
         let _ = write!(line, ", undelivered at end {}", self.undelivered_at_end);
+        if self.producer_pauses > 0 {
+            let _ = write!(line, ", producer paused {} times", self.producer_pauses);
+        }
         if let Some(cpu) = self.broker_cpu_secs {
             let _ = write!(line, ", broker CPU {cpu:.2} s");
             if let Some(per_cpu) = self.deliveries_per_broker_cpu_sec() {
@@ -118,7 +120,7 @@ impl Outcome {
     /// scenario) or the user gave (`--label`, escaped).
     pub fn json_line(&self) -> String {
         let latency = self.latency.as_ref();
-        let fields: [(&str, String); 18] = [
+        let fields: [(&str, String); 19] = [
             ("scenario", json_string(self.scenario)),
             ("broker", json_string(&self.label)),
             ("window_secs", json_f64(Some(self.window_secs))),
@@ -131,23 +133,15 @@ impl Outcome {
             ("latency_p999_us", json_f64(latency.map(|l| l.p999_us))),
             ("latency_max_us", json_f64(latency.map(|l| l.max_us))),
             ("undelivered_at_end", self.undelivered_at_end.to_string()),
+            ("producer_pauses", self.producer_pauses.to_string()),
             ("broker_cpu_secs", json_f64(self.broker_cpu_secs)),
-            (
-                "deliveries_per_broker_cpu_sec",
-                json_f64(self.deliveries_per_broker_cpu_sec()),
-            ),
+            ("deliveries_per_broker_cpu_sec", json_f64(self.deliveries_per_broker_cpu_sec())),
             ("broker_rss_kib", json_u64(self.broker_rss_kib)),
             ("generator_cpu_secs", json_f64(Some(self.generator_cpu_secs))),
             ("generator_rss_kib", json_u64(Some(self.generator_rss_kib))),
-            (
-                "latency_samples",
-                json_u64(latency.map(|l| l.samples as u64)),
-            ),
+            ("latency_samples", json_u64(latency.map(|l| l.samples as u64))),
         ];
-        let body: Vec<String> = fields
-            .iter()
-            .map(|(key, value)| format!("\"{key}\":{value}"))
-            .collect();
+        let body: Vec<String> = fields.iter().map(|(key, value)| format!("\"{key}\":{value}")).collect();
         format!("{{{}}}", body.join(","))
     }
 
@@ -161,18 +155,11 @@ impl Outcome {
             self.scenario,
             rate(self.published_per_sec),
             rate(self.delivered_per_sec),
-            self.broker_cpu_secs
-                .map_or("-".to_owned(), |cpu| format!("{cpu:.2}")),
-            self.deliveries_per_broker_cpu_sec()
-                .map_or("-".to_owned(), |n| format!("{n:.0}")),
+            self.broker_cpu_secs.map_or("-".to_owned(), |cpu| format!("{cpu:.2}")),
+            self.deliveries_per_broker_cpu_sec().map_or("-".to_owned(), |n| format!("{n:.0}")),
             mib_or_dash(self.broker_rss_kib),
-            self.latency
-                .map_or("-".to_owned(), |l| format!("{:.0}", l.p99_us)),
-            if idle {
-                "-".to_owned()
-            } else {
-                format!("{:.2}", self.generator_cpu_secs)
-            },
+            self.latency.map_or("-".to_owned(), |l| format!("{:.0}", l.p99_us)),
+            if idle { "-".to_owned() } else { format!("{:.2}", self.generator_cpu_secs) },
         )
     }
 }
@@ -183,9 +170,7 @@ pub const MARKDOWN_HEADER: &str = "\
 | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |";
 
 fn mib_or_dash(kib: Option<u64>) -> String {
-    kib.map_or("-".to_owned(), |kib| {
-        format!("{:.1} MiB", kib as f64 / 1024.0)
-    })
+    kib.map_or("-".to_owned(), |kib| format!("{:.1} MiB", kib as f64 / 1024.0))
 }
 
 fn json_f64(value: Option<f64>) -> String {
@@ -257,11 +242,7 @@ mod tests {
     fn markdown_row_matches_header() {
         let cells = |line: &str| line.matches('|').count();
         let header_row = MARKDOWN_HEADER.lines().next().expect("header has a first line");
-        let row = Outcome {
-            scenario: "fanout-4",
-            ..Outcome::default()
-        }
-        .markdown_row();
+        let row = Outcome { scenario: "fanout-4", ..Outcome::default() }.markdown_row();
         assert_eq!(cells(&row), cells(header_row));
     }
 }

@@ -2,11 +2,17 @@
 //! warms up, measures a window and tears down.
 //!
 //! Every run declares its own uniquely named non-durable queues (and exchange), so runs never share
-//! state with each other or with anything else on the broker, and deletes them at the end. Memory
-//! in the generator is bounded: a producer without confirms can be at most amqprs' outgoing buffer
-//! (8192 frames) plus the socket buffers ahead of the broker, so TCP backpressure paces it; a
-//! confirm-mode producer at most `confirm_outstanding_max` publishes ahead of the broker's
-//! confirms; latency samples stop at [`LATENCY_SAMPLES_MAX`].
+//! state with each other or with anything else on the broker, and deletes them at the end.
+//!
+//! Memory in the generator is bounded. Towards the broker, a producer without confirms is at most
+//! amqprs' outgoing buffer (8192 frames) plus the socket buffers ahead of it, so TCP backpressure
+//! paces it; a confirm-mode producer is at most `confirm_outstanding_max` publishes ahead of the
+//! broker's confirms. But amqprs hands deliveries to consumers through unbounded in-process
+//! queues, so a broker that delivers faster than the generator's consumers count would pile
+//! messages up in the generator (seen: 170,000 messages, 185 MiB in 3 s). Producers therefore also
+//! pause while more than `--undelivered-max` copies (default [`UNDELIVERED_MAX_DEFAULT`], about
+//! 1 KiB of generator memory each) are published but not yet counted by a consumer. Latency
+//! samples stop at [`LATENCY_SAMPLES_MAX`].
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -14,14 +20,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use amqprs::channel::{
-    BasicAckArguments, BasicConsumeArguments, BasicPublishArguments, BasicQosArguments, Channel,
-    ConsumerMessage, ExchangeDeclareArguments, ExchangeDeleteArguments, QueueBindArguments,
-    QueueDeclareArguments, QueueDeleteArguments,
+    BasicAckArguments, BasicConsumeArguments, BasicPublishArguments, BasicQosArguments, Channel, ConsumerMessage,
+    ExchangeDeclareArguments, ExchangeDeleteArguments, QueueBindArguments, QueueDeclareArguments, QueueDeleteArguments,
 };
 use amqprs::connection::Connection;
 use amqprs::BasicProperties;
 use anyhow::{bail, Context, Result};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinHandle;
 use tokio::time::{interval, sleep, timeout, MissedTickBehavior};
 
@@ -80,6 +85,8 @@ pub struct Options {
     pub multi_ack_every: u16,
     /// latency-1k's publish rate.
     pub rate_per_sec: u32,
+    /// Producers pause while this many copies are published but not yet consumed.
+    pub undelivered_max: u64,
 }
 
 /// How a scenario's consumers settle deliveries.
@@ -116,8 +123,18 @@ const CONFIRM_PREFETCH_COUNT: u16 = 1000;
 const LATENCY_SAMPLES_MAX: usize = 4 << 20;
 /// Bytes at the start of a latency-scenario body: its send time in ns since the run's epoch.
 const TIMESTAMP_SIZE_BYTES: usize = 8;
+/// Copies (over all queues) that producers may have published and consumers not yet counted; past
+/// it the producers pause until consumers catch up. Far above what a pipeline at 100,000 msg/s
+/// holds in a steady state (a few milliseconds' worth, plus prefetch), so it binds only when
+/// consumers fall behind.
+pub const UNDELIVERED_MAX_DEFAULT: u64 = 20_000;
+/// Consumers wake paused producers once per this many deliveries.
+const CONSUMER_NOTIFY_EVERY: u64 = 256;
 /// How long teardown waits for producers to stop and for each connection to close.
 const TEARDOWN_GRACE: Duration = Duration::from_secs(5);
+/// How long connecting, declaring and subscribing may take before the run gives up: a wedged
+/// broker must fail the scenario, not hang the harness.
+const SETUP_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl Plan {
     fn of(name: Name, options: &Options) -> Option<Self> {
@@ -143,21 +160,9 @@ impl Plan {
                 },
                 ..base
             },
-            Name::Fanout4 => Plan {
-                queues: 4,
-                fanout: true,
-                ..base
-            },
-            Name::TenByTen => Plan {
-                queues: 10,
-                producers: 10,
-                ..base
-            },
-            Name::Latency1k => Plan {
-                rate_per_sec: Some(options.rate_per_sec.max(1)),
-                latency: true,
-                ..base
-            },
+            Name::Fanout4 => Plan { queues: 4, fanout: true, ..base },
+            Name::TenByTen => Plan { queues: 10, producers: 10, ..base },
+            Name::Latency1k => Plan { rate_per_sec: Some(options.rate_per_sec.max(1)), latency: true, ..base },
             Name::IdleRss => return None,
         })
     }
@@ -180,6 +185,14 @@ struct Shared {
     stop: AtomicBool,
     measuring: AtomicBool,
     latencies_ns: Mutex<Vec<u64>>,
+    /// Deliveries one publish makes (the fanout's queue count, else 1).
+    copies_per_publish: u64,
+    /// `--undelivered-max`.
+    undelivered_max: u64,
+    /// Consumers' progress, for producers paused on `undelivered_max`.
+    consumer_progress: Notify,
+    /// Times a producer found consumers `undelivered_max` behind and paused.
+    producer_pauses: AtomicU64,
 }
 
 impl Shared {
@@ -187,11 +200,32 @@ impl Shared {
         u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
     }
 
+    /// Copies published but not yet counted by a consumer.
+    fn undelivered(&self) -> u64 {
+        let published = self.published.load(Ordering::Relaxed);
+        let delivered = self.delivered.load(Ordering::Relaxed);
+        (published * self.copies_per_publish).saturating_sub(delivered)
+    }
+
+    /// Returns once consumers are less than `undelivered_max` copies behind the producers.
+    async fn wait_for_consumers(&self) {
+        if self.undelivered() < self.undelivered_max {
+            return;
+        }
+        self.producer_pauses.fetch_add(1, Ordering::Relaxed);
+        while !self.stop.load(Ordering::Relaxed) {
+            // Created before the check so a notify_waiters between check and await is not lost.
+            let progress = self.consumer_progress.notified();
+            if self.undelivered() < self.undelivered_max {
+                break;
+            }
+            // Bounded wait: a consumer that dies stops notifying, and the run must still end.
+            let _ = timeout(Duration::from_millis(10), progress).await;
+        }
+    }
+
     fn record_latency(&self, latency_ns: u64) {
-        let mut samples = self
-            .latencies_ns
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut samples = self.latencies_ns.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if samples.len() < LATENCY_SAMPLES_MAX {
             samples.push(latency_ns);
         }
@@ -203,13 +237,14 @@ pub async fn run(name: Name, options: Options) -> Result<Outcome> {
     let Some(plan) = Plan::of(name, &options) else {
         return idle_rss(&options);
     };
-    Run::start(plan, options).await?.measure_and_stop().await
+    let run = timeout(SETUP_TIMEOUT, Run::start(plan, options))
+        .await
+        .with_context(|| format!("broker did not finish the scenario's setup within {SETUP_TIMEOUT:?}"))??;
+    run.measure_and_stop().await
 }
 
 fn idle_rss(options: &Options) -> Result<Outcome> {
-    let pid = options
-        .broker_pid
-        .context("idle-rss needs --broker-pid")?;
+    let pid = options.broker_pid.context("idle-rss needs --broker-pid")?;
     Ok(Outcome {
         scenario: Name::IdleRss.as_str(),
         label: options.label.clone(),
@@ -228,7 +263,8 @@ struct Run {
     control: Channel,
     queues: Vec<String>,
     exchange: Option<String>,
-    connections: Vec<Connection>,
+    producer_connections: Vec<Connection>,
+    consumer_connections: Vec<Connection>,
     producers: Vec<JoinHandle<()>>,
     consumers: Vec<JoinHandle<()>>,
     confirm_windows: Vec<Arc<ConfirmWindow>>,
@@ -243,6 +279,7 @@ struct Snapshot {
     delivered: u64,
     confirmed: u64,
     nacked: u64,
+    producer_pauses: u64,
     broker_ticks: Option<u64>,
     generator_ticks: u64,
 }
@@ -256,18 +293,15 @@ impl Run {
             stop: AtomicBool::new(false),
             measuring: AtomicBool::new(false),
             latencies_ns: Mutex::new(Vec::new()),
+            copies_per_publish: plan.copies_per_publish(),
+            undelivered_max: options.undelivered_max.max(1),
+            consumer_progress: Notify::new(),
+            producer_pauses: AtomicU64::new(0),
         });
-        let started_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis());
-        let run_id = format!(
-            "warren-bench-{}-{}-{started_ms}",
-            plan.name,
-            std::process::id()
-        );
+        let started_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis());
+        let run_id = format!("warren-bench-{}-{}-{started_ms}", plan.name, std::process::id());
         let url = &options.url;
-        let (control_connection, control) =
-            client::open(url, &format!("{run_id}-control"), None).await?;
+        let (control_connection, control) = client::open(url, &format!("{run_id}-control"), None).await?;
 
         let queues: Vec<String> = (0..plan.queues).map(|i| format!("{run_id}-q{i}")).collect();
         for queue in &queues {
@@ -294,19 +328,16 @@ impl Run {
         };
 
         let (failure_tx, failures) = mpsc::unbounded_channel();
-        let mut connections = Vec::new();
 
         // Consumers first, so that no publish finds a queue without its consumer.
         let mut consumers = Vec::new();
+        let mut consumer_connections = Vec::new();
         for (i, queue) in queues.iter().enumerate() {
             let name = format!("{run_id}-consumer{i}");
             let (connection, channel) = client::open(url, &name, None).await?;
             let ack_every = match plan.acks {
                 Acks::None => None,
-                Acks::Multiple {
-                    prefetch_count,
-                    every,
-                } => {
+                Acks::Multiple { prefetch_count, every } => {
                     channel
                         .basic_qos(BasicQosArguments::new(0, prefetch_count, false))
                         .await
@@ -315,46 +346,29 @@ impl Run {
                 }
             };
             let (_consumer_tag, deliveries) = channel
-                .basic_consume_rx(
-                    BasicConsumeArguments::new(queue, &name)
-                        .manual_ack(ack_every.is_some())
-                        .finish(),
-                )
+                .basic_consume_rx(BasicConsumeArguments::new(queue, &name).manual_ack(ack_every.is_some()).finish())
                 .await
                 .with_context(|| format!("{name}: basic.consume {queue}"))?;
-            let task = consume(
-                channel,
-                deliveries,
-                ack_every,
-                plan.latency,
-                shared.clone(),
-            );
+            let task = consume(channel, deliveries, ack_every, plan.latency, shared.clone());
             consumers.push(spawn_reporting(name, failure_tx.clone(), task));
-            connections.push(connection);
+            consumer_connections.push(connection);
         }
 
         let mut producers = Vec::new();
         let mut confirm_windows = Vec::new();
+        let mut producer_connections = Vec::new();
         for i in 0..plan.producers {
             let name = format!("{run_id}-producer{i}");
-            let window = plan
-                .confirm_outstanding_max
-                .map(|max| Arc::new(ConfirmWindow::new(max)));
+            let window = plan.confirm_outstanding_max.map(|max| Arc::new(ConfirmWindow::new(max)));
             let (connection, channel) = client::open(url, &name, window.clone()).await?;
             let publish_args = match &exchange {
                 Some(exchange) => BasicPublishArguments::new(exchange, ""),
                 None => BasicPublishArguments::new("", &queues[i % queues.len()]),
             };
-            let task = produce(
-                channel,
-                publish_args,
-                plan.clone(),
-                window.clone(),
-                shared.clone(),
-            );
+            let task = produce(channel, publish_args, plan.clone(), window.clone(), shared.clone());
             producers.push(spawn_reporting(name, failure_tx.clone(), task));
             confirm_windows.extend(window);
-            connections.push(connection);
+            producer_connections.push(connection);
         }
 
         Ok(Self {
@@ -365,7 +379,8 @@ impl Run {
             control,
             queues,
             exchange,
-            connections,
+            producer_connections,
+            consumer_connections,
             producers,
             consumers,
             confirm_windows,
@@ -386,22 +401,14 @@ impl Run {
         self.wait(self.options.window).await?;
         self.shared.measuring.store(false, Ordering::Relaxed);
         let after = self.snapshot()?;
-        let broker_rss_kib = self
-            .options
-            .broker_pid
-            .map(|pid| procfs::rss_kib(Pid::Of(pid)))
-            .transpose()?;
+        let broker_rss_kib = self.options.broker_pid.map(|pid| procfs::rss_kib(Pid::Of(pid))).transpose()?;
 
         let window_secs = after.at.duration_since(before.at).as_secs_f64();
         let per_sec = |from: u64, to: u64| to.saturating_sub(from) as f64 / window_secs;
         let ticks_per_sec = procfs::clock_ticks_per_sec() as f64;
         let latency = if self.plan.latency {
             let mut samples = std::mem::take(
-                &mut *self
-                    .shared
-                    .latencies_ns
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner),
+                &mut *self.shared.latencies_ns.lock().unwrap_or_else(std::sync::PoisonError::into_inner),
             );
             Some(Latency::from_samples(&mut samples).context("no latency sample was recorded")?)
         } else {
@@ -417,16 +424,14 @@ impl Run {
             confirmed_per_sec: confirms.then(|| per_sec(before.confirmed, after.confirmed)),
             nacked: confirms.then(|| after.nacked - before.nacked),
             latency,
-            undelivered_at_end: (after.published * self.plan.copies_per_publish()) as i64
-                - after.delivered as i64,
+            undelivered_at_end: (after.published * self.plan.copies_per_publish()) as i64 - after.delivered as i64,
+            producer_pauses: after.producer_pauses - before.producer_pauses,
             broker_cpu_secs: match (before.broker_ticks, after.broker_ticks) {
                 (Some(from), Some(to)) => Some(to.saturating_sub(from) as f64 / ticks_per_sec),
                 _ => None,
             },
             broker_rss_kib,
-            generator_cpu_secs: after.generator_ticks.saturating_sub(before.generator_ticks)
-                as f64
-                / ticks_per_sec,
+            generator_cpu_secs: after.generator_ticks.saturating_sub(before.generator_ticks) as f64 / ticks_per_sec,
             generator_rss_kib: procfs::rss_kib(Pid::Myself)?,
         })
     }
@@ -440,17 +445,14 @@ impl Run {
     }
 
     fn snapshot(&self) -> Result<Snapshot> {
-        let broker_ticks = self
-            .options
-            .broker_pid
-            .map(|pid| procfs::cpu_ticks(Pid::Of(pid)))
-            .transpose()?;
+        let broker_ticks = self.options.broker_pid.map(|pid| procfs::cpu_ticks(Pid::Of(pid))).transpose()?;
         Ok(Snapshot {
             at: Instant::now(),
             published: self.shared.published.load(Ordering::Relaxed),
             delivered: self.shared.delivered.load(Ordering::Relaxed),
             confirmed: self.confirm_windows.iter().map(|w| w.confirmed()).sum(),
             nacked: self.confirm_windows.iter().map(|w| w.nacked()).sum(),
+            producer_pauses: self.shared.producer_pauses.load(Ordering::Relaxed),
             broker_ticks,
             generator_ticks: procfs::cpu_ticks(Pid::Myself)?,
         })
@@ -466,32 +468,31 @@ impl Run {
                 producer.abort();
             }
         }
+        // Before deleting the exchange: amqprs may still hold publishes it has not written, and
+        // connection.close goes out behind them.
+        for connection in self.producer_connections {
+            let _ = timeout(TEARDOWN_GRACE, connection.close()).await;
+        }
+        // Consumers go before their queues: GarageMQ (2020-02 snapshot) never answers a
+        // queue.delete while a consumer holds unacked messages, and then stops serving anyone.
+        for consumer in self.consumers {
+            consumer.abort();
+        }
+        for connection in self.consumer_connections {
+            let _ = timeout(TEARDOWN_GRACE, connection.close()).await;
+        }
         for queue in &self.queues {
-            let deleted = timeout(
-                TEARDOWN_GRACE,
-                self.control.queue_delete(QueueDeleteArguments::new(queue)),
-            )
-            .await;
+            let deleted = timeout(TEARDOWN_GRACE, self.control.queue_delete(QueueDeleteArguments::new(queue))).await;
             if !matches!(deleted, Ok(Ok(_))) {
                 eprintln!("warren-bench: teardown: could not delete queue {queue}");
             }
         }
         if let Some(exchange) = &self.exchange {
-            let deleted = timeout(
-                TEARDOWN_GRACE,
-                self.control
-                    .exchange_delete(ExchangeDeleteArguments::new(exchange)),
-            )
-            .await;
+            let deleted =
+                timeout(TEARDOWN_GRACE, self.control.exchange_delete(ExchangeDeleteArguments::new(exchange))).await;
             if !matches!(deleted, Ok(Ok(()))) {
                 eprintln!("warren-bench: teardown: could not delete exchange {exchange}");
             }
-        }
-        for consumer in self.consumers {
-            consumer.abort();
-        }
-        for connection in self.connections {
-            let _ = timeout(TEARDOWN_GRACE, connection.close()).await;
         }
         let _ = timeout(TEARDOWN_GRACE, self.control.close()).await;
         let _ = timeout(TEARDOWN_GRACE, self.control_connection.close()).await;
@@ -535,6 +536,7 @@ async fn produce(
         if let Some(ticker) = ticker.as_mut() {
             ticker.tick().await;
         }
+        shared.wait_for_consumers().await;
         if let Some(window) = &confirm_window {
             // Spec: in confirm mode the broker numbers publishes on a channel from 1.
             delivery_tag += 1;
@@ -543,10 +545,7 @@ async fn produce(
         if plan.latency {
             body[..TIMESTAMP_SIZE_BYTES].copy_from_slice(&shared.now_ns().to_le_bytes());
         }
-        channel
-            .basic_publish(properties.clone(), body.clone(), publish_args.clone())
-            .await
-            .context("basic.publish")?;
+        channel.basic_publish(properties.clone(), body.clone(), publish_args.clone()).await.context("basic.publish")?;
         shared.published.fetch_add(1, Ordering::Relaxed);
     }
     Ok(())
@@ -563,7 +562,10 @@ async fn consume(
 ) -> Result<()> {
     let mut unacked: u64 = 0;
     while let Some(message) = deliveries.recv().await {
-        shared.delivered.fetch_add(1, Ordering::Relaxed);
+        let delivered = shared.delivered.fetch_add(1, Ordering::Relaxed) + 1;
+        if delivered.is_multiple_of(CONSUMER_NOTIFY_EVERY) {
+            shared.consumer_progress.notify_waiters();
+        }
         if latency && shared.measuring.load(Ordering::Relaxed) {
             let sent_ns = message
                 .content
@@ -577,15 +579,8 @@ async fn consume(
         if let Some(every) = ack_every {
             unacked += 1;
             if unacked >= every {
-                let delivery_tag = message
-                    .deliver
-                    .as_ref()
-                    .context("delivery without basic.deliver")?
-                    .delivery_tag();
-                channel
-                    .basic_ack(BasicAckArguments::new(delivery_tag, true))
-                    .await
-                    .context("basic.ack")?;
+                let delivery_tag = message.deliver.as_ref().context("delivery without basic.deliver")?.delivery_tag();
+                channel.basic_ack(BasicAckArguments::new(delivery_tag, true)).await.context("basic.ack")?;
                 unacked = 0;
             }
         }

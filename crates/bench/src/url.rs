@@ -39,11 +39,9 @@ impl AmqpUrl {
             None => ("guest".to_owned(), "guest".to_owned()),
         };
         let (host, port) = match hostport.rsplit_once(':') {
-            Some((host, port)) if !port.contains(']') => (
-                host,
-                port.parse::<u16>()
-                    .with_context(|| format!("bad port '{port}' in URL '{url}'"))?,
-            ),
+            Some((host, port)) if !port.contains(']') => {
+                (host, port.parse::<u16>().with_context(|| format!("bad port '{port}' in URL '{url}'"))?)
+            }
             _ => (hostport, AMQP_PORT_DEFAULT),
         };
         if host.is_empty() {
@@ -54,13 +52,7 @@ impl AmqpUrl {
             None | Some("") => "/".to_owned(),
             Some(path) => percent_decode(path)?,
         };
-        Ok(Self {
-            host: host.to_owned(),
-            port,
-            username,
-            password,
-            vhost,
-        })
+        Ok(Self { host: host.to_owned(), port, username, password, vhost })
     }
 }
 
@@ -70,11 +62,9 @@ fn percent_decode(text: &str) -> Result<String> {
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%' {
-            let hex = text
-                .get(i + 1..i + 3)
-                .with_context(|| format!("truncated percent escape in '{text}'"))?;
-            let byte = u8::from_str_radix(hex, 16)
-                .with_context(|| format!("bad percent escape '%{hex}' in '{text}'"))?;
+            let hex = text.get(i + 1..i + 3).with_context(|| format!("truncated percent escape in '{text}'"))?;
+            let byte =
+                u8::from_str_radix(hex, 16).with_context(|| format!("bad percent escape '%{hex}' in '{text}'"))?;
             decoded.push(byte);
             i += 3;
         } else {

@@ -264,6 +264,10 @@ struct Pending {
 }
 
 impl SyncJob for Pending {
+    fn target(&self) -> u64 {
+        self.target
+    }
+
     fn run(self: Box<Self>) -> Result<u64, String> {
         self.messages.run().map_err(err)?;
         self.acks.run().map_err(err)?;
@@ -274,6 +278,10 @@ impl SyncJob for Pending {
 struct Failed(String);
 
 impl SyncJob for Failed {
+    fn target(&self) -> u64 {
+        0
+    }
+
     fn run(self: Box<Self>) -> Result<u64, String> {
         Err(self.0)
     }

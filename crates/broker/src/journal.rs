@@ -93,6 +93,9 @@ pub trait Journal: Send + std::fmt::Debug {
 
 /// The fsync part of a group commit, run off the broker lock.
 pub trait SyncJob: Send {
+    /// The sequence number this job makes durable; everything up to it is already written to the
+    /// OS when the job is handed out (it survives a crash of the process, not of the machine).
+    fn target(&self) -> u64;
     /// Makes the journal durable; returns the sequence number now on stable storage.
     fn run(self: Box<Self>) -> Result<u64, String>;
 }

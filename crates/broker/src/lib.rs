@@ -110,6 +110,7 @@ pub struct BrokerConfig {
     pub queue_flow_backlog: usize,
     /// Confirm persistent messages once they are written to the OS, before fsync (RabbitMQ's
     /// behaviour for classic queues). Off by default: a confirm means the message is on disk.
+    /// Carried out by the syncer, which calls `journal_synced` between the write and the fsync.
     pub confirm_before_fsync: bool,
 }
 
@@ -734,8 +735,7 @@ impl Broker {
                     }
                 }
                 // The commit-ok means the transaction's persistent messages are on disk.
-                let wait_for = if self.config.confirm_before_fsync { 0 } else { durable_at };
-                self.defer(conn, ch, Deferred::Reply(TxCommitOk.into()), wait_for, fx);
+                self.defer(conn, ch, Deferred::Reply(TxCommitOk.into()), durable_at, fx);
                 Ok(())
             }
             Method::TxRollback(_) => {
@@ -1453,8 +1453,7 @@ impl Broker {
         }
         self.route_buf = routed;
         if let Some(seq) = seq {
-            let wait_for = if self.config.confirm_before_fsync { 0 } else { jseq };
-            self.confirm(conn, ch, seq, wait_for, fx);
+            self.confirm(conn, ch, seq, jseq, fx);
         }
         Ok(jseq)
     }

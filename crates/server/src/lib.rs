@@ -225,7 +225,17 @@ fn syncer(shared: &Shared) {
         if force {
             last_forced = std::time::Instant::now();
         }
-        let job = shared.broker.lock().journal_mut().begin_sync(force);
+        let job = {
+            let mut broker = shared.broker.lock();
+            let job = broker.journal_mut().begin_sync(force);
+            if let (Some(job), true) = (&job, broker.config.confirm_before_fsync) {
+                // RabbitMQ's weaker promise: confirm once written to the OS, before the fsync.
+                let mut fx = Effects::default();
+                broker.journal_synced(job.target(), &mut fx);
+                shared.dispatch(&mut fx);
+            }
+            job
+        };
         match job {
             Some(job) => {
                 let result = job.run();

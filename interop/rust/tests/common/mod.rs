@@ -23,6 +23,11 @@ pub const STEP_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Starts the real binary on a free port with a fresh data directory.
 pub fn start_server() -> Server {
+    start_server_with(&[])
+}
+
+/// As [`start_server`], with extra command-line flags for the binary.
+pub fn start_server_with(args: &[&str]) -> Server {
     let bin = testkit::server_bin();
     assert!(
         bin.exists(),
@@ -30,7 +35,7 @@ pub fn start_server() -> Server {
          so build it first with `cargo build -p warren-server` (or set WARREN_BIN)",
         bin.display()
     );
-    Server::start()
+    Server::start_with(args)
 }
 
 /// Awaits `fut`, failing the test with `what` if it takes longer than [`STEP_TIMEOUT`].
