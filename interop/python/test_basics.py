@@ -842,7 +842,6 @@ def test_round_robin_between_consumers(connect, uniq):
 # commonly used queue arguments (RabbitMQ extensions)
 # ---------------------------------------------------------------------------
 
-@pytest.mark.roadmap("dead-lettering")
 def test_dead_letter_exchange_on_reject(connect, uniq):
     """A message rejected without requeue from a queue with x-dead-letter-exchange is republished there with an x-death header."""
     ch = confirmed_publisher(connect)
@@ -861,7 +860,6 @@ def test_dead_letter_exchange_on_reject(connect, uniq):
     assert (death["queue"], death["reason"], death["count"]) == (uniq, "rejected", 1)
 
 
-@pytest.mark.roadmap("message TTL")
 def test_message_ttl_expires_messages(connect, uniq):
     """Messages in a queue with x-message-ttl=0 that cannot be delivered immediately are dropped, not returned by basic_get."""
     ch = confirmed_publisher(connect)
@@ -871,7 +869,6 @@ def test_message_ttl_expires_messages(connect, uniq):
     assert ch.basic_get(uniq) == (None, None, None)
 
 
-@pytest.mark.roadmap("queue length limits")
 def test_max_length_drops_head(connect, uniq):
     """A queue with x-max-length=2 keeps only the 2 newest messages."""
     ch = confirmed_publisher(connect)

@@ -24,6 +24,8 @@ pub struct Unacked {
 pub enum Deferred {
     /// A publisher confirm for this publish sequence number.
     Confirm(u64),
+    /// A negative publisher confirm (basic.nack): a queue refused the message.
+    Nack(u64),
     /// A method reply (tx.commit-ok).
     Reply(amqp_codec::Method),
 }
@@ -33,6 +35,7 @@ impl Deferred {
     pub fn into_outbound(self, channel: u16, ok: bool) -> crate::Outbound {
         match self {
             Deferred::Confirm(tag) => crate::Outbound::Confirm { channel, delivery_tag: tag, ack: ok },
+            Deferred::Nack(tag) => crate::Outbound::Confirm { channel, delivery_tag: tag, ack: false },
             Deferred::Reply(method) => crate::Outbound::Method { channel, method },
         }
     }

@@ -18,7 +18,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use store::{Disk, Log, LogConfig, PendingSync, StoreError};
 
 use crate::journal::*;
@@ -113,10 +113,10 @@ impl StoreJournal {
         let mut rec = Log::open(dir.join("messages"), config, disk).map_err(err)?;
         let mut last_report = std::time::Instant::now();
         while let Some(r) = rec.next_record().map_err(err)? {
-            if r.record_type != RECORD_MESSAGE {
+            if r.record_type != RECORD_MESSAGE && r.record_type != RECORD_MESSAGE_TIMED {
                 continue;
             }
-            let Some(record) = decode_message(Bytes::copy_from_slice(r.payload)) else {
+            let Some(record) = decode_message(r.record_type, Bytes::copy_from_slice(r.payload)) else {
                 progress(&format!("skipping an unreadable message record at {:?}", r.id));
                 continue;
             };
@@ -304,10 +304,17 @@ fn decode_ack(p: &[u8]) -> Option<(QueueId, MessageId, u64)> {
 }
 
 impl Journal for StoreJournal {
-    fn publish(&mut self, msg_id: MessageId, queues: &[QueueId], message: &Message) -> u64 {
+    fn publish(&mut self, msg_id: MessageId, queues: &[QueueId], message: &Message, arrival_ms: Option<u64>) -> u64 {
         self.head.clear();
+        let record_type = match arrival_ms {
+            Some(a) => {
+                self.head.put_u64(a);
+                RECORD_MESSAGE_TIMED
+            }
+            None => RECORD_MESSAGE,
+        };
         encode_message_head(msg_id, queues, message, &mut self.head);
-        match self.messages.append(RECORD_MESSAGE, &[&self.head, &message.body]) {
+        match self.messages.append(record_type, &[&self.head, &message.body]) {
             Ok(id) => {
                 if self.active_message_segment != Some(id.segment) {
                     self.active_message_segment = Some(id.segment);

@@ -65,9 +65,10 @@ pub enum Definition {
 
 /// The broker's calls into durable storage. Appends are buffered; `written` numbers them.
 pub trait Journal: Send + std::fmt::Debug {
-    /// A persistent message routed to these durable queues. Returns the sequence number that
+    /// A persistent message routed to these durable queues, with its arrival time (the broker's
+    /// milliseconds) when it has a deadline in one of them. Returns the sequence number that
     /// must be synced before the publish is confirmed.
-    fn publish(&mut self, msg_id: MessageId, queues: &[QueueId], message: &Message) -> u64;
+    fn publish(&mut self, msg_id: MessageId, queues: &[QueueId], message: &Message, arrival_ms: Option<u64>) -> u64;
     /// The message left the queue for good (acked, rejected, purged, dropped, queue deleted).
     fn remove(&mut self, queue: QueueId, msg_id: MessageId);
     /// The message was handed to a consumer that must ack it (it comes back redelivered).
@@ -105,7 +106,7 @@ pub trait SyncJob: Send {
 pub struct NullJournal;
 
 impl Journal for NullJournal {
-    fn publish(&mut self, _: MessageId, _: &[QueueId], _: &Message) -> u64 {
+    fn publish(&mut self, _: MessageId, _: &[QueueId], _: &Message, _: Option<u64>) -> u64 {
         0
     }
     fn remove(&mut self, _: QueueId, _: MessageId) {}
@@ -120,6 +121,9 @@ impl Journal for NullJournal {
 
 /// Record types in the message log.
 pub const RECORD_MESSAGE: u8 = 1;
+/// A message record preceded by its arrival time: `arrival_ms u64 | <RECORD_MESSAGE payload>`.
+/// Written for messages with a deadline (TTL) in a durable queue, so recovery can restore it.
+pub const RECORD_MESSAGE_TIMED: u8 = 5;
 /// Record types in the ack log.
 pub const RECORD_REMOVE: u8 = 2;
 pub const RECORD_DELIVERED: u8 = 3;
@@ -153,13 +157,21 @@ pub struct MessageRecord {
     pub msg_id: MessageId,
     pub queues: Vec<QueueId>,
     pub message: Message,
+    /// When it was published (broker milliseconds); recorded only when it had a deadline.
+    pub arrival_ms: Option<u64>,
 }
 
-/// Decodes a message record; None when it is malformed (the log's CRC passed, so this means a
-/// bug or a format mismatch, reported by the caller).
-pub fn decode_message(payload: Bytes) -> Option<MessageRecord> {
+/// Decodes a message record of type `RECORD_MESSAGE` or `RECORD_MESSAGE_TIMED`; None when it is
+/// malformed (the log's CRC passed, so this means a bug or a format mismatch, reported by the
+/// caller) or of another type.
+pub fn decode_message(record_type: u8, payload: Bytes) -> Option<MessageRecord> {
     let mut b = payload;
     let need = |b: &Bytes, n: usize| b.remaining() >= n;
+    let arrival_ms = match record_type {
+        RECORD_MESSAGE => None,
+        RECORD_MESSAGE_TIMED if need(&b, 8) => Some(b.get_u64()),
+        _ => return None,
+    };
     if !need(&b, 10) {
         return None;
     }
@@ -190,7 +202,12 @@ pub fn decode_message(payload: Bytes) -> Option<MessageRecord> {
     }
     let properties = b.split_to(plen);
     let summary = amqp_codec::PropertiesSummary::scan(&properties).ok()?;
-    Some(MessageRecord { msg_id, queues, message: Message::new(exchange, routing_key, properties, summary, b) })
+    Some(MessageRecord {
+        msg_id,
+        queues,
+        message: Message::new(exchange, routing_key, properties, summary, b),
+        arrival_ms,
+    })
 }
 
 /// Ack-log record payload: `queue_id u64 | msg_id u64`.
@@ -327,8 +344,13 @@ mod tests {
         let mut head = BytesMut::new();
         encode_message_head(7, &[3, 4], &m, &mut head);
         head.extend_from_slice(&m.body);
-        let r = decode_message(head.freeze()).expect("decodes");
-        assert_eq!((r.msg_id, r.queues.clone()), (7, vec![3, 4]));
+        let mut timed = BytesMut::new();
+        timed.put_u64(1_700_000_000_123);
+        timed.extend_from_slice(&head);
+        let t = decode_message(RECORD_MESSAGE_TIMED, timed.freeze()).expect("decodes");
+        assert_eq!((t.msg_id, t.arrival_ms, &t.message.body), (7, Some(1_700_000_000_123), &m.body));
+        let r = decode_message(RECORD_MESSAGE, head.freeze()).expect("decodes");
+        assert_eq!((r.msg_id, r.queues.clone(), r.arrival_ms), (7, vec![3, 4], None));
         assert_eq!((r.message.exchange.as_str(), r.message.routing_key.as_str()), ("ex", "rk"));
         assert_eq!((&r.message.properties, &r.message.body), (&m.properties, &m.body));
         let defs = [

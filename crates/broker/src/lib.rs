@@ -1,30 +1,39 @@
 //! AMQP 0-9-1 semantics with RabbitMQ's extensions: vhosts, exchanges, bindings, routing, queues,
-//! consumers, prefetch, acknowledgements, publisher confirms and transactions.
+//! consumers, prefetch, acknowledgements, publisher confirms, transactions, message TTL, queue
+//! expiry, dead-lettering and length limits.
 //!
 //! The broker touches no socket, no clock and no thread. Each method mirrors an AMQP operation,
-//! takes the calling connection and channel, and appends what must go out (replies, deliveries,
-//! confirms, returns, cancellations) to `Effects` in the order it must be written. The server
-//! carries the effects out. Everything is deterministic, which keeps it testable without sockets.
+//! takes the calling connection and channel (and the time, `now_ms`, where time matters), and
+//! appends what must go out (replies, deliveries, confirms, returns, cancellations) to `Effects`
+//! in the order it must be written. The server carries the effects out. Everything is
+//! deterministic, which keeps it testable without sockets.
 
 pub mod channel;
+pub mod dead_letter;
 pub mod durable;
 pub mod error;
 pub mod exchange;
+pub mod features;
 pub mod headers;
 pub mod journal;
 pub mod message;
 pub mod queue;
+mod timers;
 pub mod topic;
 
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 
+use amqp_codec::properties::span_bytes;
 use amqp_codec::*;
 
 pub use channel::{Channel, Deferred, TxOp, Unacked};
+pub use dead_letter::{DeadLetter, Reason};
 pub use error::{AmqpError, Result};
 pub use exchange::{Binding, Destination, Exchange, ExchangeKind};
+pub use features::{Overflow, QueueFeatures};
 pub use journal::{Definition, Journal, MessageId, MessageRecord, NullJournal, SyncJob};
 pub use message::Message;
 pub use queue::{Consumer, Queue, QueuedMessage};
@@ -89,9 +98,16 @@ pub enum Outbound {
 #[derive(Debug, Default)]
 pub struct Effects {
     pub out: Vec<(ConnectionId, Outbound)>,
+    /// A deadline earlier than the one `Broker::tick` last returned was set: the server must
+    /// call `tick` at this time (milliseconds, the broker's clock) instead.
+    pub tick_at_ms: Option<u64>,
 }
 
 impl Effects {
+    /// True when there is nothing for the server to do.
+    pub fn is_empty(&self) -> bool {
+        self.out.is_empty() && self.tick_at_ms.is_none()
+    }
     pub fn push(&mut self, conn: ConnectionId, o: Outbound) {
         self.out.push((conn, o));
     }
@@ -271,6 +287,19 @@ pub struct Broker {
     synced_seq: u64,
     /// Channels with publisher confirms waiting for the journal.
     confirm_waiters: Vec<(ConnectionId, u16)>,
+    /// The broker's time: the largest `now_ms` a call brought (see `timers.rs`).
+    now_ms: u64,
+    /// (deadline, queue): when queues have a message or queue expiry due. Stale entries are
+    /// skipped; each queue's `timer_ms` is its earliest live one.
+    timers: BinaryHeap<Reverse<(u64, QueueId)>>,
+    /// When the server's timer will call `tick` next, as far as the broker knows.
+    timer_wake_ms: u64,
+    /// A deadline before `timer_wake_ms` was set since the last `Effects` went out.
+    wake_pending: bool,
+    /// Recovered queues with x-expires whose period starts at the first tick.
+    unarmed: Vec<QueueId>,
+    /// Messages on their way to dead-letter exchanges, published before the call returns.
+    dead_letters: VecDeque<DeadLetter>,
 }
 
 fn queue_desc(name: &str, vhost: &str) -> String {
@@ -373,6 +402,12 @@ impl Broker {
             next_msg_id: 1,
             synced_seq: 0,
             confirm_waiters: Vec::new(),
+            now_ms: 0,
+            timers: BinaryHeap::new(),
+            timer_wake_ms: u64::MAX,
+            wake_pending: false,
+            unarmed: Vec::new(),
+            dead_letters: VecDeque::new(),
         };
         b.add_vhost("/");
         b
@@ -498,7 +533,8 @@ impl Broker {
     }
 
     /// The connection's writer has room again: dispatch to its consumers.
-    pub fn resume_connection(&mut self, conn: ConnectionId, effects: &mut Effects) {
+    pub fn resume_connection(&mut self, conn: ConnectionId, now_ms: u64, effects: &mut Effects) {
+        self.advance(now_ms);
         let queues: Vec<QueueId> = self
             .channels
             .iter()
@@ -525,11 +561,11 @@ impl Broker {
 
     /// The connection is gone: close its channels (requeueing their unacked messages) and delete
     /// its exclusive queues.
-    pub fn connection_closed(&mut self, conn: ConnectionId, effects: &mut Effects) {
+    pub fn connection_closed(&mut self, conn: ConnectionId, now_ms: u64, effects: &mut Effects) {
         let mut chans: Vec<u16> = self.channels.keys().filter(|(c, _)| *c == conn).map(|(_, ch)| *ch).collect();
         chans.sort_unstable();
         for ch in chans {
-            self.channel_closed(conn, ch, effects);
+            self.channel_closed(conn, ch, now_ms, effects);
         }
         if let Some(state) = self.connections.remove(&conn) {
             for q in state.exclusive_queues {
@@ -544,7 +580,8 @@ impl Broker {
     }
 
     /// The channel is closed: requeue its unacked messages and remove its consumers.
-    pub fn channel_closed(&mut self, conn: ConnectionId, channel: u16, effects: &mut Effects) {
+    pub fn channel_closed(&mut self, conn: ConnectionId, channel: u16, now_ms: u64, effects: &mut Effects) {
+        self.advance(now_ms);
         let Some(mut ch) = self.channels.remove(&(conn, channel)) else {
             return;
         };
@@ -552,8 +589,7 @@ impl Broker {
         while let Some(u) = ch.unacked.pop_back() {
             if let Some(q) = self.queues.get_mut(&u.queue) {
                 q.unacked_count -= 1;
-                q.requeue(u.entry);
-                self.dirty.push(u.queue);
+                self.requeue_entry(u.queue, u.entry);
             }
         }
         for (tag, qid) in ch.consumers.drain() {
@@ -577,8 +613,16 @@ impl Broker {
 
     // ---- method dispatch ------------------------------------------------------------------------
 
-    /// Applies one content-less method received on an open channel.
-    pub fn handle(&mut self, conn: ConnectionId, channel: u16, method: Method, effects: &mut Effects) -> Result<()> {
+    /// Applies one content-less method received on an open channel at time `now_ms`.
+    pub fn handle(
+        &mut self,
+        conn: ConnectionId,
+        channel: u16,
+        method: Method,
+        now_ms: u64,
+        effects: &mut Effects,
+    ) -> Result<()> {
+        self.advance(now_ms);
         let r = self.handle_inner(conn, channel, method, effects);
         self.run_dispatch(effects);
         r
@@ -996,7 +1040,7 @@ impl Broker {
         let vhost_name = self.vhost_of(conn)?.to_owned();
         let name = if m.queue.is_empty() && !m.passive { self.generate_name("amq.gen-") } else { m.queue.clone() };
         let existing = self.vhosts.get(&vhost_name).and_then(|v| v.queues.get(&name)).copied();
-        let (message_count, consumer_count) = match existing {
+        let (qid, message_count, consumer_count) = match existing {
             Some(qid) => {
                 let q = &self.queues[&qid];
                 if let Some(owner) = q.exclusive_owner {
@@ -1028,7 +1072,7 @@ impl Broker {
                         }
                     }
                 }
-                (q.message_count(), q.consumer_count())
+                (qid, q.message_count(), q.consumer_count())
             }
             None if m.passive => return Err(no_queue(&name, &vhost_name)),
             None => {
@@ -1061,9 +1105,11 @@ impl Broker {
                         c.exclusive_queues.push(id);
                     }
                 }
-                (0, 0)
+                (id, 0, 0)
             }
         };
+        // RabbitMQ compat: declaring a queue, passively too, renews its x-expires lease.
+        self.touch_unused(qid);
         if !m.nowait {
             fx.reply(conn, ch, QueueDeclareOk { queue: name, message_count, consumer_count });
         }
@@ -1127,7 +1173,7 @@ impl Broker {
         };
         if q.is_journaled() {
             // Remove its journaled messages, ready and unacknowledged, then the queue itself.
-            for m in &q.ready {
+            for m in q.ready.iter() {
                 Self::forget(&mut *self.journal, qid, m.msg_id);
             }
             for c in self.channels.values() {
@@ -1209,6 +1255,7 @@ impl Broker {
             credit,
         });
         q.had_consumer = true;
+        q.unused_deadline_ms = None;
         if let Some(c) = self.channels.get_mut(&(conn, ch)) {
             c.consumers.insert(tag.clone(), qid);
         }
@@ -1229,17 +1276,31 @@ impl Broker {
         }
         if q.auto_delete && q.had_consumer && q.consumers.is_empty() {
             self.delete_queue_by_id(qid, fx);
+        } else if q.consumers.is_empty() {
+            self.touch_unused(qid);
         }
     }
 
     fn basic_get(&mut self, conn: ConnectionId, ch: u16, m: BasicGet, fx: &mut Effects) -> Result<()> {
         let qid = self.find_queue(conn, &m.queue)?;
+        self.channel_mut(conn, ch)?;
+        self.touch_unused(qid);
+        let now = self.now_ms;
         let Some(q) = self.queues.get_mut(&qid) else {
             return Ok(());
         };
-        let Some(entry) = q.pop() else {
-            fx.reply(conn, ch, BasicGetEmpty { cluster_id: String::new() });
-            return Ok(());
+        let entry = loop {
+            match q.pop() {
+                None => {
+                    fx.reply(conn, ch, BasicGetEmpty { cluster_id: String::new() });
+                    return Ok(());
+                }
+                // Expired messages are never handed out, even before the tick removes them.
+                Some(e) if e.is_expired(now) => {
+                    Self::dead_letter(q, e, Reason::Expired, &mut *self.journal, &mut self.dead_letters)
+                }
+                Some(e) => break e,
+            }
         };
         let message_count = q.message_count();
         if !m.no_ack {
@@ -1292,10 +1353,12 @@ impl Broker {
                     cons.unacked -= 1;
                 }
             }
-            if how == Settle::Requeue {
-                q.requeue(u.entry);
-            } else {
-                Self::forget(&mut *self.journal, u.queue, u.entry.msg_id);
+            match how {
+                Settle::Ack => Self::forget(&mut *self.journal, u.queue, u.entry.msg_id),
+                Settle::Discard => {
+                    Self::dead_letter(q, u.entry, Reason::Rejected, &mut *self.journal, &mut self.dead_letters)
+                }
+                Settle::Requeue => self.requeue_entry(u.queue, u.entry),
             }
             self.dirty.push(u.queue);
         }
@@ -1316,24 +1379,25 @@ impl Broker {
                     cons.unacked -= 1;
                 }
             }
-            q.requeue(u.entry);
-            self.dirty.push(u.queue);
+            self.requeue_entry(u.queue, u.entry);
         }
         Ok(())
     }
 
     // ---- publishing -----------------------------------------------------------------------------
 
-    /// basic.publish with its content (the message carries the exchange and routing key).
-    /// Confirms, returns and deliveries go into `effects`.
+    /// basic.publish with its content (the message carries the exchange and routing key),
+    /// received at `now_ms`. Confirms, returns and deliveries go into `effects`.
     pub fn publish(
         &mut self,
         conn: ConnectionId,
         ch: u16,
         flags: PublishFlags,
         message: Message,
+        now_ms: u64,
         fx: &mut Effects,
     ) -> Result<()> {
+        self.advance(now_ms);
         let r = self.publish_checked(conn, ch, flags, message, fx);
         self.run_dispatch(fx);
         r
@@ -1367,6 +1431,16 @@ impl Broker {
                     "user_id property set to '{}' but authenticated user was '{}'",
                     String::from_utf8_lossy(uid),
                     state.user
+                )));
+            }
+        }
+        if let Some(span) = message.summary.expiration {
+            let raw = span_bytes(&message.properties, span);
+            if let Err(e) = features::parse_expiration(raw) {
+                // RabbitMQ compat: the text carries the Erlang error term.
+                return Err(AmqpError::precondition_failed(format!(
+                    "invalid expiration '{}': {e}",
+                    String::from_utf8_lossy(raw)
                 )));
             }
         }
@@ -1424,38 +1498,98 @@ impl Broker {
                 },
             );
         }
-        let mut jseq = 0;
-        let mut msg_id = 0;
-        if message.is_persistent() {
-            let mut durable: Vec<QueueId> = Vec::new();
-            for qid in &routed {
-                if self.queues.get(qid).is_some_and(|q| q.is_journaled()) {
-                    durable.push(*qid);
-                }
-            }
-            if !durable.is_empty() {
-                msg_id = self.next_msg_id;
-                self.next_msg_id += 1;
-                jseq = self.journal.publish(msg_id, &durable, &message);
-            }
-        }
-        for &qid in &routed {
-            if let Some(q) = self.queues.get_mut(&qid) {
-                q.push(message.clone(), if q.is_journaled() { msg_id } else { 0 });
-                self.dirty.push(qid);
-                if q.ready.len() > self.config.queue_flow_backlog
-                    && !q.consumers.is_empty()
-                    && !self.pressure.contains(&qid)
-                {
-                    self.pressure.push(qid);
-                }
-            }
-        }
+        let (jseq, refused) = self.enqueue(&mut routed, message, fx);
         self.route_buf = routed;
         if let Some(seq) = seq {
-            self.confirm(conn, ch, seq, jseq, fx);
+            if refused {
+                // RabbitMQ compat: refused by one queue (x-overflow reject-publish) is a nack,
+                // even if other queues took the message.
+                self.defer(conn, ch, Deferred::Nack(seq), jseq, fx);
+            } else {
+                self.confirm(conn, ch, seq, jseq, fx);
+            }
         }
         Ok(jseq)
+    }
+
+    /// Puts a routed message into the queues of `routed`, removing from it the queues that
+    /// refuse it (x-overflow reject-publish), and journals it once for the durable ones. Used
+    /// by publishes and by dead-lettering alike. Returns the journal sequence number to wait
+    /// for, and whether a queue refused the message.
+    fn enqueue(&mut self, routed: &mut Vec<QueueId>, message: Arc<Message>, fx: &mut Effects) -> (u64, bool) {
+        let now = self.now_ms;
+        let message_ttl = match message.summary.expiration {
+            None => None,
+            Some(span) => features::parse_expiration(span_bytes(&message.properties, span)).ok(),
+        };
+        let persistent = message.is_persistent();
+        // Reserved now, used only if a durable queue takes the message.
+        let msg_id = self.next_msg_id;
+        let mut durable: Vec<QueueId> = Vec::new();
+        let mut durable_deadline = false;
+        let mut fresh: Vec<(QueueId, u64)> = Vec::new();
+        let mut refused = false;
+        let mut i = 0;
+        while i < routed.len() {
+            let qid = routed[i];
+            let Some(q) = self.queues.get_mut(&qid) else {
+                routed.remove(i);
+                continue;
+            };
+            let mut ttl = message_ttl;
+            if let Some(f) = q.features.as_deref() {
+                if f.overflow != Overflow::DropHead
+                    && f.over_limit(q.ready.len() + 1, q.ready.bytes() + message.body.len())
+                {
+                    // RabbitMQ compat: only this queue refuses; the others take the message.
+                    refused = true;
+                    if f.overflow == Overflow::RejectPublishDlx {
+                        Self::dead_letter_message(q, message.clone(), Reason::Maxlen, &mut self.dead_letters);
+                    }
+                    routed.remove(i);
+                    continue;
+                }
+                ttl = match (ttl, f.message_ttl_ms) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+            }
+            // 0 means "no deadline", so a deadline is at least 1 ms into the broker's time.
+            let expires_at_ms = ttl.map_or(0, |t| now.saturating_add(t).max(1));
+            let journaled = persistent && q.is_journaled();
+            if journaled {
+                durable.push(qid);
+                durable_deadline |= expires_at_ms != 0;
+            }
+            let seq = q.push(message.clone(), if journaled { msg_id } else { 0 }, expires_at_ms);
+            self.dirty.push(qid);
+            if q.ready.len() > self.config.queue_flow_backlog
+                && !q.consumers.is_empty()
+                && !self.pressure.contains(&qid)
+            {
+                self.pressure.push(qid);
+            }
+            if expires_at_ms != 0 {
+                if expires_at_ms <= now {
+                    fresh.push((qid, seq));
+                } else {
+                    self.arm(qid, expires_at_ms);
+                }
+            }
+            i += 1;
+        }
+        let mut jseq = 0;
+        if !durable.is_empty() {
+            self.next_msg_id += 1;
+            // The arrival time lets recovery restore the deadlines (see `restore_message`).
+            jseq = self.journal.publish(msg_id, &durable, &message, durable_deadline.then_some(now));
+        }
+        // Spec ext (RabbitMQ): a message with TTL 0 goes to a consumer that can take it now, or
+        // expires at once. Done after the journal record exists, as it may remove it again.
+        for (qid, seq) in fresh {
+            self.dispatch(qid, Some(seq), fx);
+        }
+        (jseq, refused)
     }
 
     /// Direct reply-to: deliver straight to the consumer named by the token, if it still exists.
@@ -1490,23 +1624,45 @@ impl Broker {
 
     // ---- delivery -------------------------------------------------------------------------------
 
+    /// Runs what a call left to do: dispatch on the queues it touched, and publishing the
+    /// dead letters it made (which may touch more queues), until nothing is left. Then asks the
+    /// server for an earlier tick if a call set an earlier deadline.
     fn run_dispatch(&mut self, fx: &mut Effects) {
-        while let Some(qid) = self.dirty.pop() {
-            self.dispatch(qid, fx);
+        loop {
+            while let Some(qid) = self.dirty.pop() {
+                self.dispatch(qid, None, fx);
+            }
+            if !self.publish_dead_letters(fx) {
+                break;
+            }
+        }
+        if self.wake_pending {
+            self.wake_pending = false;
+            fx.tick_at_ms = Some(self.timer_wake_ms);
         }
     }
 
     /// Hands ready messages to consumers that can take them, round-robin, honouring prefetch and
-    /// channel flow.
-    fn dispatch(&mut self, qid: QueueId, fx: &mut Effects) {
+    /// channel flow; dead-letters expired messages it meets at the head (so none is ever
+    /// delivered, whatever the tick's lag); then drops the oldest messages beyond an x-max-length
+    /// or x-max-length-bytes limit (x-overflow drop-head). `fresh` is a TTL-0 message just
+    /// published: it may go to a consumer in this call only, and expires if none takes it.
+    fn dispatch(&mut self, qid: QueueId, fresh: Option<u64>, fx: &mut Effects) {
+        let now = self.now_ms;
         let Some(q) = self.queues.get_mut(&qid) else {
             return;
         };
         let n = q.consumers.len();
-        if n == 0 {
-            return;
-        }
-        while !q.ready.is_empty() {
+        while let Some(head) = q.ready.front() {
+            if head.is_expired(now) && Some(head.seq) != fresh {
+                if let Some(m) = q.pop() {
+                    Self::dead_letter(q, m, Reason::Expired, &mut *self.journal, &mut self.dead_letters);
+                }
+                continue;
+            }
+            if n == 0 {
+                break;
+            }
             let mut chosen = None;
             for i in 0..n {
                 let idx = (q.next_consumer + i) % n;
@@ -1560,6 +1716,21 @@ impl Broker {
             }
             fx.push(cons.conn, out);
         }
+        if let Some(seq) = fresh {
+            // Not taken at once: a TTL-0 message expires (it is the newest, so the last).
+            if q.ready.back().is_some_and(|m| m.seq == seq) {
+                if let Some(m) = q.ready.pop_back() {
+                    Self::dead_letter(q, m, Reason::Expired, &mut *self.journal, &mut self.dead_letters);
+                }
+            }
+        }
+        let drop_head = q.features.as_deref().filter(|f| f.overflow == Overflow::DropHead).map(|f| f.limits());
+        if let Some(limits) = drop_head {
+            while limits.exceeded(q.ready.len(), q.ready.bytes()) {
+                let Some(m) = q.pop() else { break };
+                Self::dead_letter(q, m, Reason::Maxlen, &mut *self.journal, &mut self.dead_letters);
+            }
+        }
         q.invariants();
     }
 
@@ -1595,7 +1766,12 @@ impl Broker {
             Definition::Queue { id, vhost, name, auto_delete, arguments } => {
                 if let Some(v) = self.vhosts.get_mut(&vhost) {
                     v.queues.insert(name.clone(), id);
-                    self.queues.insert(id, Queue::new(id, &vhost, &name, true, None, auto_delete, arguments));
+                    let q = Queue::new(id, &vhost, &name, true, None, auto_delete, arguments);
+                    if q.features.as_ref().is_some_and(|f| f.expires_ms.is_some()) {
+                        // RabbitMQ compat: the x-expires period restarts when the broker does.
+                        self.unarmed.push(id);
+                    }
+                    self.queues.insert(id, q);
                     self.next_queue_id = self.next_queue_id.max(id + 1);
                 }
             }
@@ -1635,7 +1811,10 @@ impl Broker {
 
     /// Puts a recovered persistent message back into the durable queues it is still in:
     /// `removed(queue)` says the ack log recorded it gone from that queue, `delivered(queue)`
-    /// that it had been delivered (it comes back redelivered). Returns how many queues took it.
+    /// that it had been delivered (it comes back redelivered). Its deadline in each queue is
+    /// computed again from its recorded arrival time, so TTLs run across restarts (a message
+    /// that expired while the broker was down expires at the first tick). Returns how many
+    /// queues took it.
     pub fn restore_message(
         &mut self,
         record: MessageRecord,
@@ -1644,13 +1823,29 @@ impl Broker {
     ) -> usize {
         self.next_msg_id = self.next_msg_id.max(record.msg_id + 1);
         let message = Arc::new(record.message);
+        let message_ttl = message
+            .summary
+            .expiration
+            .and_then(|span| features::parse_expiration(span_bytes(&message.properties, span)).ok());
         let mut n = 0;
         for q in record.queues {
             if removed(q) {
                 continue;
             }
             if let Some(queue) = self.queues.get_mut(&q) {
-                queue.push_restored(message.clone(), record.msg_id, delivered(q));
+                let ttl = match (message_ttl, queue.features.as_ref().and_then(|f| f.message_ttl_ms)) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+                // Records written without an arrival time (before TTL support) get no deadline.
+                let expires_at_ms = match (record.arrival_ms, ttl) {
+                    (Some(a), Some(t)) => a.saturating_add(t).max(1),
+                    _ => 0,
+                };
+                queue.push_restored(message.clone(), record.msg_id, delivered(q), expires_at_ms);
+                if expires_at_ms != 0 {
+                    self.arm(q, expires_at_ms);
+                }
                 n += 1;
             }
         }
@@ -1705,6 +1900,9 @@ fn validate_queue_arguments(args: &FieldTable, name: &str, vhost: &str) -> Resul
                 if i < min {
                     return Err(bad(key, format!("{{value_negative,{i}}}")));
                 }
+                if matches!(key, "x-message-ttl" | "x-expires") && i as u64 > features::EXPIRY_MS_MAX {
+                    return Err(bad(key, format!("{{value_too_large,{i}}}")));
+                }
             }
             "x-max-priority" => {
                 let Some(i) = v.as_i64() else {
@@ -1716,6 +1914,9 @@ fn validate_queue_arguments(args: &FieldTable, name: &str, vhost: &str) -> Resul
             }
             "x-dead-letter-exchange" | "x-dead-letter-routing-key" if v.as_str().is_none() => {
                 return Err(bad(key, format!("{{unacceptable_type,{}}}", v.type_name())));
+            }
+            "x-dead-letter-routing-key" if args.get("x-dead-letter-exchange").is_none() => {
+                return Err(bad(key, "routing_key_but_no_dlx_defined".to_owned()));
             }
             "x-overflow" => match v.as_str() {
                 Some("drop-head" | "reject-publish" | "reject-publish-dlx") => {}

@@ -1,12 +1,16 @@
-//! A queue: its ready messages in order, its consumers, and the counters the protocol reports.
+//! A queue: its ready messages in order, its consumers, the arguments in force (TTL, dead-letter
+//! exchange, length limits; see `features.rs`) and the counters the protocol reports.
 //! `ready` is kept sorted by sequence number so a requeued message returns to its original place.
-//! The queue holds no AMQP channel state; delivery bookkeeping lives in `channel.rs`.
+//! The queue holds no AMQP channel state (delivery bookkeeping lives in `channel.rs`) and decides
+//! nothing about time: the broker tells it which deadlines passed.
 
-use std::collections::VecDeque;
-use std::sync::Arc;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
+use std::sync::{Arc, OnceLock};
 
 use amqp_codec::FieldTable;
 
+use crate::features::QueueFeatures;
 use crate::message::Message;
 use crate::{ConnectionId, QueueId};
 
@@ -19,6 +23,157 @@ pub struct QueuedMessage {
     pub redelivered: bool,
     /// The journal's id for this message in this queue; 0 when not journaled.
     pub msg_id: crate::MessageId,
+    /// When the message expires, in the broker's milliseconds; 0 when it never does.
+    pub expires_at_ms: u64,
+    /// Expired in the middle of `ready`, left in place until compaction (see `Ready`).
+    dead: bool,
+}
+
+impl QueuedMessage {
+    /// True when the message has a deadline and it has come (a message is alive during the
+    /// millisecond of its deadline only for the delivery attempt of its own publish; see
+    /// `Broker::dispatch`).
+    pub fn is_expired(&self, now_ms: u64) -> bool {
+        self.expires_at_ms != 0 && self.expires_at_ms <= now_ms
+    }
+}
+
+/// The shared placeholder body of a tombstone, so an expired message's memory is freed at once.
+fn tombstone() -> Arc<Message> {
+    static EMPTY: OnceLock<Arc<Message>> = OnceLock::new();
+    EMPTY
+        .get_or_init(|| {
+            Arc::new(Message::new(
+                String::new(),
+                String::new(),
+                Default::default(),
+                Default::default(),
+                Default::default(),
+            ))
+        })
+        .clone()
+}
+
+/// Tombstones are compacted away once there are more than this many and they outnumber the
+/// live messages, so removal from the middle is amortised O(1) and memory at most doubles.
+const TOMBSTONES_MIN: usize = 64;
+
+/// The ready messages of a queue, in sequence order. Messages normally leave at the front; an
+/// expired message in the middle is replaced by a tombstone (body dropped) instead of shifting
+/// the deque, and tombstones are skipped and compacted lazily. The first and last entries are
+/// never tombstones.
+#[derive(Debug, Default)]
+pub struct Ready {
+    items: VecDeque<QueuedMessage>,
+    dead: usize,
+    bytes: usize,
+}
+
+impl Ready {
+    /// Live messages.
+    pub fn len(&self) -> usize {
+        self.items.len() - self.dead
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// Body bytes of the live messages (what `x-max-length-bytes` limits).
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    pub fn front(&self) -> Option<&QueuedMessage> {
+        self.items.front()
+    }
+
+    pub fn back(&self) -> Option<&QueuedMessage> {
+        self.items.back()
+    }
+
+    /// Live messages in order.
+    pub fn iter(&self) -> impl Iterator<Item = &QueuedMessage> {
+        self.items.iter().filter(|m| !m.dead)
+    }
+
+    fn push_back(&mut self, m: QueuedMessage) {
+        self.bytes += m.message.body.len();
+        self.items.push_back(m);
+    }
+
+    pub fn pop_front(&mut self) -> Option<QueuedMessage> {
+        let m = self.items.pop_front()?;
+        self.bytes -= m.message.body.len();
+        self.trim();
+        Some(m)
+    }
+
+    pub fn pop_back(&mut self) -> Option<QueuedMessage> {
+        let m = self.items.pop_back()?;
+        self.bytes -= m.message.body.len();
+        self.trim();
+        Some(m)
+    }
+
+    /// Drops tombstones that reached either end.
+    fn trim(&mut self) {
+        while self.items.front().is_some_and(|m| m.dead) {
+            self.items.pop_front();
+            self.dead -= 1;
+        }
+        while self.items.back().is_some_and(|m| m.dead) {
+            self.items.pop_back();
+            self.dead -= 1;
+        }
+    }
+
+    /// Inserts at the message's sequence position.
+    fn insert(&mut self, m: QueuedMessage) {
+        self.bytes += m.message.body.len();
+        // Requeues are usually of the oldest messages; the search is logarithmic anyway.
+        let pos = self.items.partition_point(|x| x.seq < m.seq);
+        self.items.insert(pos, m);
+    }
+
+    /// Removes the live message with sequence number `seq`, if it is here.
+    pub fn take(&mut self, seq: u64) -> Option<QueuedMessage> {
+        let i = self.items.binary_search_by_key(&seq, |m| m.seq).ok()?;
+        if self.items[i].dead {
+            return None;
+        }
+        if i == 0 {
+            return self.pop_front();
+        }
+        if i + 1 == self.items.len() {
+            return self.pop_back();
+        }
+        let slot = &mut self.items[i];
+        let message = std::mem::replace(&mut slot.message, tombstone());
+        slot.dead = true;
+        let taken = QueuedMessage { message, dead: false, ..slot.clone() };
+        self.dead += 1;
+        self.bytes -= taken.message.body.len();
+        if self.dead > TOMBSTONES_MIN && self.dead * 2 > self.items.len() {
+            self.items.retain(|m| !m.dead);
+            self.dead = 0;
+        }
+        Some(taken)
+    }
+
+    /// Removes every live message, in order.
+    fn drain(&mut self) -> Vec<QueuedMessage> {
+        self.bytes = 0;
+        self.dead = 0;
+        std::mem::take(&mut self.items).into_iter().filter(|m| !m.dead).collect()
+    }
+
+    fn invariants(&self) {
+        debug_assert!(self.items.iter().zip(self.items.iter().skip(1)).all(|(a, b)| a.seq < b.seq));
+        debug_assert_eq!(self.bytes, self.iter().map(|m| m.message.body.len()).sum::<usize>());
+        debug_assert_eq!(self.dead, self.items.iter().filter(|m| m.dead).count());
+        debug_assert!(!self.items.front().is_some_and(|m| m.dead) && !self.items.back().is_some_and(|m| m.dead));
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -45,16 +200,30 @@ pub struct Queue {
     pub exclusive_owner: Option<ConnectionId>,
     pub auto_delete: bool,
     pub arguments: FieldTable,
-    pub ready: VecDeque<QueuedMessage>,
-    pub ready_bytes: usize,
+    /// TTL, dead-lettering and length limits from the arguments; None for a plain queue, which
+    /// then pays one branch per message for all of them.
+    pub features: Option<Box<QueueFeatures>>,
+    pub ready: Ready,
     pub unacked_count: usize,
     pub consumers: Vec<Consumer>,
     /// Round-robin position among consumers.
     pub next_consumer: usize,
     /// An auto-delete queue is deleted when its last consumer goes, only once it has had one.
     pub had_consumer: bool,
+    /// x-expires: when the queue is deleted if it stays unused (None while consumed or without
+    /// x-expires).
+    pub unused_deadline_ms: Option<u64>,
+    /// Deadlines of messages that were ready when they got them, earliest first, with their
+    /// sequence numbers. Entries whose message has left `ready` are skipped when they come up;
+    /// the heap is rebuilt when such entries outnumber the live ones.
+    expiry: BinaryHeap<Reverse<(u64, u64)>>,
+    /// The earliest deadline a broker timer is set for; `u64::MAX` when none is.
+    pub(crate) timer_ms: u64,
     next_seq: u64,
 }
+
+/// Stale expiry entries tolerated before the heap is rebuilt, beyond twice the ready count.
+const EXPIRY_SLACK: usize = 1024;
 
 impl Queue {
     pub fn new(
@@ -73,48 +242,91 @@ impl Queue {
             durable,
             exclusive_owner,
             auto_delete,
+            features: QueueFeatures::from_arguments(&arguments),
             arguments,
-            ready: VecDeque::new(),
-            ready_bytes: 0,
+            ready: Ready::default(),
             unacked_count: 0,
             consumers: Vec::new(),
             next_consumer: 0,
             had_consumer: false,
+            unused_deadline_ms: None,
+            expiry: BinaryHeap::new(),
+            timer_ms: u64::MAX,
             next_seq: 0,
         }
     }
 
-    pub fn push(&mut self, message: Arc<Message>, msg_id: crate::MessageId) {
-        self.push_restored(message, msg_id, false);
+    /// Appends a message; returns its sequence number. `expires_at_ms` is 0 for no deadline.
+    pub fn push(&mut self, message: Arc<Message>, msg_id: crate::MessageId, expires_at_ms: u64) -> u64 {
+        self.push_restored(message, msg_id, false, expires_at_ms)
     }
 
     /// Appends a message (also used by recovery, where it may already have been delivered once).
-    pub fn push_restored(&mut self, message: Arc<Message>, msg_id: crate::MessageId, redelivered: bool) {
+    pub fn push_restored(
+        &mut self,
+        message: Arc<Message>,
+        msg_id: crate::MessageId,
+        redelivered: bool,
+        expires_at_ms: u64,
+    ) -> u64 {
         let seq = self.next_seq;
         self.next_seq += 1;
-        self.ready_bytes += message.body.len();
-        self.ready.push_back(QueuedMessage { seq, message, redelivered, msg_id });
+        if expires_at_ms != 0 {
+            self.watch_expiry(expires_at_ms, seq);
+        }
+        self.ready.push_back(QueuedMessage { seq, message, redelivered, msg_id, expires_at_ms, dead: false });
+        seq
+    }
+
+    fn watch_expiry(&mut self, expires_at_ms: u64, seq: u64) {
+        if self.expiry.len() > 2 * self.ready.len() + EXPIRY_SLACK {
+            let live = self.ready.iter().filter(|m| m.expires_at_ms != 0).map(|m| Reverse((m.expires_at_ms, m.seq)));
+            self.expiry = live.collect();
+        }
+        self.expiry.push(Reverse((expires_at_ms, seq)));
     }
 
     pub fn pop(&mut self) -> Option<QueuedMessage> {
-        let m = self.ready.pop_front()?;
-        self.ready_bytes -= m.message.body.len();
-        Some(m)
+        self.ready.pop_front()
     }
 
     /// Puts a message back at its original position, marked redelivered.
     pub fn requeue(&mut self, mut m: QueuedMessage) {
         m.redelivered = true;
-        self.ready_bytes += m.message.body.len();
-        // Requeues are usually of the oldest messages, so search from the front.
-        let pos = self.ready.partition_point(|x| x.seq < m.seq);
-        self.ready.insert(pos, m);
+        if m.expires_at_ms != 0 {
+            self.watch_expiry(m.expires_at_ms, m.seq);
+        }
+        self.ready.insert(m);
+    }
+
+    /// The earliest message deadline still watched (it may belong to a message that left).
+    pub fn next_expiry_ms(&self) -> Option<u64> {
+        self.expiry.peek().map(|Reverse((d, _))| *d)
+    }
+
+    /// Removes and returns the ready messages whose deadline is `now_ms` or earlier, wherever
+    /// they are in the queue, in deadline order.
+    pub fn take_expired(&mut self, now_ms: u64) -> Vec<QueuedMessage> {
+        let mut out = Vec::new();
+        while let Some(&Reverse((deadline, seq))) = self.expiry.peek() {
+            if deadline > now_ms {
+                break;
+            }
+            self.expiry.pop();
+            // The entry may be stale: the message left (and maybe came back with a new entry).
+            if self.ready.iter_at(seq).is_some_and(|m| m.expires_at_ms == deadline) {
+                if let Some(m) = self.ready.take(seq) {
+                    out.push(m);
+                }
+            }
+        }
+        out
     }
 
     /// Removes every ready message; returns them so their journal entries can be removed.
-    pub fn purge(&mut self) -> VecDeque<QueuedMessage> {
-        self.ready_bytes = 0;
-        std::mem::take(&mut self.ready)
+    pub fn purge(&mut self) -> Vec<QueuedMessage> {
+        self.expiry.clear();
+        self.ready.drain()
     }
 
     /// Persistent messages in this queue are journaled: it is durable and not exclusive (an
@@ -139,9 +351,28 @@ impl Queue {
         self.consumers.iter_mut().find(|c| c.conn == conn && c.channel == channel && &*c.tag == tag)
     }
 
+    /// The earliest time something in this queue is due: a message deadline or, while unused,
+    /// its own expiry.
+    pub fn next_deadline_ms(&self) -> Option<u64> {
+        let unused = if self.consumers.is_empty() { self.unused_deadline_ms } else { None };
+        match (self.next_expiry_ms(), unused) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
     /// Invariants, checked after mutation in debug builds.
     pub fn invariants(&self) {
-        debug_assert!(self.ready.iter().zip(self.ready.iter().skip(1)).all(|(a, b)| a.seq < b.seq));
-        debug_assert_eq!(self.ready_bytes, self.ready.iter().map(|m| m.message.body.len()).sum::<usize>());
+        self.ready.invariants();
+        // Every ready message with a deadline has an entry in the heap (stale ones may add more).
+        debug_assert!(self.ready.iter().filter(|m| m.expires_at_ms != 0).count() <= self.expiry.len());
+    }
+}
+
+impl Ready {
+    /// The live message with sequence number `seq`.
+    fn iter_at(&self, seq: u64) -> Option<&QueuedMessage> {
+        let i = self.items.binary_search_by_key(&seq, |m| m.seq).ok()?;
+        Some(&self.items[i]).filter(|m| !m.dead)
     }
 }

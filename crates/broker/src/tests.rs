@@ -3,6 +3,9 @@
 use super::*;
 use bytes::Bytes;
 
+/// The broker's time in tests that do not depend on it (milliseconds since the epoch).
+const T0: u64 = 1_700_000_000_000;
+
 fn setup() -> (Broker, Effects) {
     let mut b = Broker::default();
     b.connection_open(1, "/", "guest", WriteCredit::new(1 << 30)).expect("vhost exists");
@@ -11,12 +14,12 @@ fn setup() -> (Broker, Effects) {
 }
 
 fn declare(b: &mut Broker, fx: &mut Effects, name: &str) {
-    b.handle(1, 1, QueueDeclare { queue: name.into(), ..Default::default() }.into(), fx).expect("declares");
+    b.handle(1, 1, QueueDeclare { queue: name.into(), ..Default::default() }.into(), T0, fx).expect("declares");
 }
 
 fn publish(b: &mut Broker, fx: &mut Effects, exchange: &str, rk: &str, body: &'static str) {
     let m = Message::with_properties(exchange, rk, &BasicProperties::default(), Bytes::from_static(body.as_bytes()));
-    b.publish(1, 1, PublishFlags::default(), m, fx).expect("publishes");
+    b.publish(1, 1, PublishFlags::default(), m, T0, fx).expect("publishes");
 }
 
 fn deliveries(fx: &mut Effects) -> Vec<(u64, bool, Bytes)> {
@@ -36,7 +39,7 @@ fn deliveries(fx: &mut Effects) -> Vec<(u64, bool, Bytes)> {
 fn default_exchange_delivers_to_consumer() {
     let (mut b, mut fx) = setup();
     declare(&mut b, &mut fx, "hello");
-    b.handle(1, 1, BasicConsume { queue: "hello".into(), no_ack: true, ..Default::default() }.into(), &mut fx)
+    b.handle(1, 1, BasicConsume { queue: "hello".into(), no_ack: true, ..Default::default() }.into(), T0, &mut fx)
         .expect("consumes");
     publish(&mut b, &mut fx, "", "hello", "Hello World!");
     let d = deliveries(&mut fx);
@@ -51,12 +54,18 @@ fn prefetch_and_requeue_order() {
     for body in ["a", "b", "c"] {
         publish(&mut b, &mut fx, "", "q", body);
     }
-    b.handle(1, 1, BasicQos { prefetch_count: 2, ..Default::default() }.into(), &mut fx).expect("qos");
-    b.handle(1, 1, BasicConsume { queue: "q".into(), consumer_tag: "c".into(), ..Default::default() }.into(), &mut fx)
-        .expect("consume");
+    b.handle(1, 1, BasicQos { prefetch_count: 2, ..Default::default() }.into(), T0, &mut fx).expect("qos");
+    b.handle(
+        1,
+        1,
+        BasicConsume { queue: "q".into(), consumer_tag: "c".into(), ..Default::default() }.into(),
+        T0,
+        &mut fx,
+    )
+    .expect("consume");
     let d = deliveries(&mut fx);
     assert_eq!(d.iter().map(|x| x.2.clone()).collect::<Vec<_>>(), vec![Bytes::from("a"), Bytes::from("b")]);
-    b.handle(1, 1, BasicNack { delivery_tag: 2, multiple: true, requeue: true }.into(), &mut fx).expect("nack");
+    b.handle(1, 1, BasicNack { delivery_tag: 2, multiple: true, requeue: true }.into(), T0, &mut fx).expect("nack");
     let d = deliveries(&mut fx);
     assert_eq!(d, vec![(3, true, Bytes::from("a")), (4, true, Bytes::from("b"))]);
 }
@@ -65,10 +74,10 @@ fn prefetch_and_requeue_order() {
 #[test]
 fn reply_codes_and_texts() {
     let (mut b, mut fx) = setup();
-    let e = b.handle(1, 1, BasicAck { delivery_tag: 9, multiple: false }.into(), &mut fx).expect_err("unknown tag");
+    let e = b.handle(1, 1, BasicAck { delivery_tag: 9, multiple: false }.into(), T0, &mut fx).expect_err("unknown tag");
     assert_eq!((e.code, e.reply_text().as_str()), (406, "PRECONDITION_FAILED - unknown delivery tag 9"));
     let e = b
-        .handle(1, 1, QueueDeclare { queue: "q1".into(), passive: true, ..Default::default() }.into(), &mut fx)
+        .handle(1, 1, QueueDeclare { queue: "q1".into(), passive: true, ..Default::default() }.into(), T0, &mut fx)
         .expect_err("missing");
     assert_eq!(e.reply_text(), "NOT_FOUND - no queue 'q1' in vhost '/'");
 }
@@ -80,8 +89,8 @@ fn channel_close_requeues() {
     declare(&mut b, &mut fx, "q");
     publish(&mut b, &mut fx, "", "q", "a");
     publish(&mut b, &mut fx, "", "q", "b");
-    b.handle(1, 1, BasicGet { queue: "q".into(), ..Default::default() }.into(), &mut fx).expect("get");
-    b.channel_closed(1, 1, &mut fx);
+    b.handle(1, 1, BasicGet { queue: "q".into(), ..Default::default() }.into(), T0, &mut fx).expect("get");
+    b.channel_closed(1, 1, T0, &mut fx);
     let q = b.queue("/", "q").expect("exists");
     let bodies: Vec<_> = q.ready.iter().map(|m| (m.message.body.clone(), m.redelivered)).collect();
     assert_eq!(bodies, vec![(Bytes::from("a"), true), (Bytes::from("b"), false)]);
@@ -100,6 +109,7 @@ fn e2e_and_alternate_exchange() {
             1,
             1,
             ExchangeDeclare { exchange: name.into(), kind: kind.into(), arguments: args, ..Default::default() }.into(),
+            T0,
             &mut fx,
         )
         .expect("declare");
@@ -111,21 +121,29 @@ fn e2e_and_alternate_exchange() {
         1,
         QueueBind { queue: "matched".into(), exchange: "t".into(), routing_key: "a.#".into(), ..Default::default() }
             .into(),
+        T0,
         &mut fx,
     )
     .expect("bind");
-    b.handle(1, 1, QueueBind { queue: "unrouted".into(), exchange: "ae".into(), ..Default::default() }.into(), &mut fx)
-        .expect("bind");
+    b.handle(
+        1,
+        1,
+        QueueBind { queue: "unrouted".into(), exchange: "ae".into(), ..Default::default() }.into(),
+        T0,
+        &mut fx,
+    )
+    .expect("bind");
     b.handle(
         1,
         1,
         ExchangeBind { destination: "t".into(), source: "src".into(), routing_key: "k".into(), ..Default::default() }
             .into(),
+        T0,
         &mut fx,
     )
     .expect("bind");
     let m = Message::with_properties("src", "k", &BasicProperties::default(), Bytes::new());
-    b.publish(1, 1, PublishFlags::default(), m, &mut fx).expect("pub");
+    b.publish(1, 1, PublishFlags::default(), m, T0, &mut fx).expect("pub");
     publish(&mut b, &mut fx, "t", "a.b", "x");
     assert_eq!(b.queue("/", "matched").expect("q").ready.len(), 1);
     assert_eq!(b.queue("/", "unrouted").expect("q").ready.len(), 1);
@@ -141,7 +159,7 @@ fn write_credit_pauses_and_resumes_dispatch() {
     b.channel_open(1, 1);
     let mut fx = Effects::default();
     declare(&mut b, &mut fx, "q");
-    b.handle(1, 1, BasicConsume { queue: "q".into(), no_ack: true, ..Default::default() }.into(), &mut fx)
+    b.handle(1, 1, BasicConsume { queue: "q".into(), no_ack: true, ..Default::default() }.into(), T0, &mut fx)
         .expect("consume");
     for body in ["a", "b", "c"] {
         publish(&mut b, &mut fx, "", "q", body);
@@ -150,7 +168,7 @@ fn write_credit_pauses_and_resumes_dispatch() {
     assert_eq!(deliveries(&mut fx).len(), 1);
     assert_eq!(b.queue("/", "q").expect("q").ready.len(), 2);
     assert!(credit.refund(10_000), "the broker ran dry, so the refund must ask for a resume");
-    b.resume_connection(1, &mut fx);
+    b.resume_connection(1, T0, &mut fx);
     let d: Vec<_> = deliveries(&mut fx).into_iter().map(|x| x.2).collect();
     assert_eq!(d, vec![Bytes::from("b"), Bytes::from("c")]);
 }
@@ -169,9 +187,9 @@ struct MemLog {
 }
 
 impl Journal for MemJournal {
-    fn publish(&mut self, msg_id: MessageId, queues: &[QueueId], message: &Message) -> u64 {
+    fn publish(&mut self, msg_id: MessageId, queues: &[QueueId], message: &Message, arrival_ms: Option<u64>) -> u64 {
         let mut l = self.0.lock().expect("lock");
-        l.messages.push(MessageRecord { msg_id, queues: queues.to_vec(), message: message.clone() });
+        l.messages.push(MessageRecord { msg_id, queues: queues.to_vec(), message: message.clone(), arrival_ms });
         l.seq += 1;
         l.seq
     }
@@ -202,24 +220,25 @@ fn journal_replay_restores_durable_state() {
     let journal = MemJournal::default();
     let (mut b, mut fx) = setup();
     b.set_journal(Box::new(journal.clone()));
-    b.handle(1, 1, QueueDeclare { queue: "dq".into(), durable: true, ..Default::default() }.into(), &mut fx)
+    b.handle(1, 1, QueueDeclare { queue: "dq".into(), durable: true, ..Default::default() }.into(), T0, &mut fx)
         .expect("dq");
     declare(&mut b, &mut fx, "tq");
     b.handle(
         1,
         1,
         ExchangeDeclare { exchange: "dx".into(), kind: "fanout".into(), durable: true, ..Default::default() }.into(),
+        T0,
         &mut fx,
     )
     .expect("dx");
-    b.handle(1, 1, QueueBind { queue: "dq".into(), exchange: "dx".into(), ..Default::default() }.into(), &mut fx)
+    b.handle(1, 1, QueueBind { queue: "dq".into(), exchange: "dx".into(), ..Default::default() }.into(), T0, &mut fx)
         .expect("bind");
-    b.handle(1, 1, QueueBind { queue: "tq".into(), exchange: "dx".into(), ..Default::default() }.into(), &mut fx)
+    b.handle(1, 1, QueueBind { queue: "tq".into(), exchange: "dx".into(), ..Default::default() }.into(), T0, &mut fx)
         .expect("bind");
-    b.handle(1, 1, ConfirmSelect { nowait: false }.into(), &mut fx).expect("confirm");
+    b.handle(1, 1, ConfirmSelect { nowait: false }.into(), T0, &mut fx).expect("confirm");
     fx.out.clear();
     for body in ["a", "b", "c"] {
-        b.publish(1, 1, PublishFlags::default(), persistent(body), &mut fx).expect("publish");
+        b.publish(1, 1, PublishFlags::default(), persistent(body), T0, &mut fx).expect("publish");
     }
     let confirms = |fx: &mut Effects| fx.out.drain(..).filter(|(_, o)| matches!(o, Outbound::Confirm { .. })).count();
     assert_eq!(confirms(&mut fx), 0, "no confirm before the journal is synced");
@@ -228,9 +247,9 @@ fn journal_replay_restores_durable_state() {
     b.journal_synced(3, &mut fx);
     assert_eq!(confirms(&mut fx), 1);
     // "a" is acked, "b" delivered and left unacked, "c" never delivered.
-    b.handle(1, 1, BasicGet { queue: "dq".into(), ..Default::default() }.into(), &mut fx).expect("get a");
-    b.handle(1, 1, BasicAck { delivery_tag: 1, multiple: false }.into(), &mut fx).expect("ack a");
-    b.handle(1, 1, BasicGet { queue: "dq".into(), ..Default::default() }.into(), &mut fx).expect("get b");
+    b.handle(1, 1, BasicGet { queue: "dq".into(), ..Default::default() }.into(), T0, &mut fx).expect("get a");
+    b.handle(1, 1, BasicAck { delivery_tag: 1, multiple: false }.into(), T0, &mut fx).expect("ack a");
+    b.handle(1, 1, BasicGet { queue: "dq".into(), ..Default::default() }.into(), T0, &mut fx).expect("get b");
 
     let mut restored = Broker::default();
     let log = journal.0.lock().expect("lock");

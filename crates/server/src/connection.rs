@@ -97,7 +97,7 @@ pub async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
     {
         let mut b = shared.broker.lock();
         if b.connections.contains_key(&id) {
-            b.connection_closed(id, &mut fx);
+            b.connection_closed(id, crate::now_ms(), &mut fx);
         }
         shared.outboxes.lock().remove(&id);
         shared.dispatch(&mut fx);
@@ -419,15 +419,28 @@ struct Conn {
     done: bool,
 }
 
-/// The broker lock, taken at most once per read batch and only when needed.
+/// The broker lock, taken at most once per read batch and only when needed, with the time it
+/// was taken (the batch's `now_ms` for the broker; a batch is applied in well under a
+/// millisecond, and one clock read per batch keeps the clock off the per-frame path).
 struct Lazy<'a> {
     shared: &'a Shared,
     guard: Option<MutexGuard<'a, Broker>>,
+    now_ms: u64,
 }
 
 impl<'a> Lazy<'a> {
     fn get(&mut self) -> &mut Broker {
-        self.guard.get_or_insert_with(|| self.shared.broker.lock())
+        self.get_at().0
+    }
+
+    /// The broker and the time to give it.
+    fn get_at(&mut self) -> (&mut Broker, u64) {
+        if self.guard.is_none() {
+            self.guard = Some(self.shared.broker.lock());
+            self.now_ms = crate::now_ms();
+        }
+        let now_ms = self.now_ms;
+        (self.guard.as_mut().expect("just taken"), now_ms)
     }
 }
 
@@ -450,7 +463,7 @@ impl Conn {
             let mut end = None;
             let mut framing_lost = false;
             {
-                let mut lazy = Lazy { shared, guard: None };
+                let mut lazy = Lazy { shared, guard: None, now_ms: 0 };
                 loop {
                     match reader.decoder.decode(&mut reader.buf) {
                         Ok(Some(frame)) => {
@@ -485,7 +498,7 @@ impl Conn {
                 } else if let Some(End::Io(e)) = end {
                     return Err(e);
                 }
-                if !fx.out.is_empty() {
+                if !fx.is_empty() {
                     lazy.get();
                     shared.dispatch(&mut fx);
                 }
@@ -576,7 +589,8 @@ impl Conn {
         fx: &mut Effects,
     ) {
         fx.reply(self.id, ch, ChannelClose { reply_code: e.code, reply_text: e.reply_text(), class_id, method_id });
-        lazy.get().channel_closed(self.id, ch, fx);
+        let (broker, now_ms) = lazy.get_at();
+        broker.channel_closed(self.id, ch, now_ms, fx);
         self.channels.insert(ch, ChannelProto::Closing);
     }
 
@@ -685,7 +699,8 @@ impl Conn {
                     }
                     Method::ChannelOpen(_) => Err(hard(CHANNEL_ERROR, "second 'channel.open' seen".into())),
                     Method::ChannelClose(_) => {
-                        lazy.get().channel_closed(self.id, ch, fx);
+                        let (broker, now_ms) = lazy.get_at();
+                        broker.channel_closed(self.id, ch, now_ms, fx);
                         fx.reply(self.id, ch, ChannelCloseOk);
                         self.channels.remove(&ch);
                         Ok(())
@@ -697,14 +712,17 @@ impl Conn {
                     m if m.has_content() => {
                         Err(hard(COMMAND_INVALID, format!("'{}' is a server-only method", m.name())))
                     }
-                    m => match lazy.get().handle(self.id, ch, m, fx) {
-                        Ok(()) => Ok(()),
-                        Err(e) if e.is_soft() => {
-                            self.close_channel(ch, e, class_id, method_id, lazy, fx);
-                            Ok(())
+                    m => {
+                        let (broker, now_ms) = lazy.get_at();
+                        match broker.handle(self.id, ch, m, now_ms, fx) {
+                            Ok(()) => Ok(()),
+                            Err(e) if e.is_soft() => {
+                                self.close_channel(ch, e, class_id, method_id, lazy, fx);
+                                Ok(())
+                            }
+                            Err(e) => Err(End::from_amqp(e, class_id, method_id)),
                         }
-                        Err(e) => Err(End::from_amqp(e, class_id, method_id)),
-                    },
+                    }
                 }
             }
         }
@@ -813,7 +831,8 @@ impl Conn {
         self.published = true;
         let flags = PublishFlags { mandatory: publish.mandatory, immediate: publish.immediate };
         let message = Message::new(publish.exchange, publish.routing_key, properties, summary, body);
-        if let Err(e) = lazy.get().publish(self.id, ch, flags, message, fx) {
+        let (broker, now_ms) = lazy.get_at();
+        if let Err(e) = broker.publish(self.id, ch, flags, message, now_ms, fx) {
             if e.is_soft() {
                 self.close_channel(ch, e, 60, 40, lazy, fx);
             } else {
@@ -873,7 +892,7 @@ async fn writer_loop(w: Writer, mut wr: OwnedWriteHalf, frame_max: u32, heartbea
         if delivered > 0 && w.credit.refund(delivered) {
             let mut fx = Effects::default();
             let mut b = w.shared.broker.lock();
-            b.resume_connection(w.id, &mut fx);
+            b.resume_connection(w.id, crate::now_ms(), &mut fx);
             w.shared.dispatch(&mut fx);
         }
     }

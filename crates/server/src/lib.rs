@@ -36,6 +36,8 @@ pub struct Shared {
     pub alarms: watch::Receiver<alarms::Alarms>,
     /// Set and signalled when the journal has appends waiting for the syncer.
     sync_signal: (std::sync::Mutex<bool>, std::sync::Condvar),
+    /// Wakes the ticker when the broker set a deadline earlier than the one it sleeps until.
+    tick_wake: tokio::sync::Notify,
 }
 
 impl Shared {
@@ -53,6 +55,9 @@ impl Shared {
     /// Queues effects on their connections' outboxes. Called with the broker lock held so that
     /// no connection sees effects out of order with its own state changes.
     pub fn dispatch(&self, fx: &mut Effects) {
+        if fx.tick_at_ms.take().is_some() {
+            self.tick_wake.notify_one();
+        }
         if fx.out.is_empty() {
             return;
         }
@@ -165,7 +170,9 @@ pub async fn run(
         connection_count: AtomicUsize::new(0),
         shutdown: shutdown.clone(),
         sync_signal: (std::sync::Mutex::new(false), std::sync::Condvar::new()),
+        tick_wake: tokio::sync::Notify::new(),
     });
+    let ticker = tokio::spawn(ticker(shared.clone()));
     let syncer = {
         let shared = shared.clone();
         std::thread::Builder::new().name("warren-sync".into()).spawn(move || syncer(&shared))?
@@ -201,9 +208,53 @@ pub async fn run(
     while shared.connection_count.load(Ordering::Relaxed) > 0 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
+    let _ = ticker.await;
     shared.wake_syncer();
     let _ = syncer.join();
     Ok(())
+}
+
+/// The broker's clock: milliseconds since the Unix epoch. Wall-clock time, because deadlines of
+/// persistent messages are kept across restarts as absolute times and x-death `time` is a
+/// timestamp; the broker never lets its own time go back.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// Longest the ticker sleeps without looking at the broker, bounding the harm of a missed
+/// wake-up or a wall-clock jump.
+const TICK_SLEEP_MAX: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Calls `Broker::tick` when the broker's earliest deadline (message TTL, queue expiry) comes,
+/// sleeping in between; woken early when a call sets an earlier deadline (`Effects::tick_at_ms`).
+async fn ticker(shared: Arc<Shared>) {
+    let mut shutdown = shared.shutdown.clone();
+    loop {
+        let next = {
+            let mut fx = Effects::default();
+            let mut broker = shared.broker.lock();
+            let written = broker.journal_mut().written();
+            let next = broker.tick(now_ms(), &mut fx);
+            shared.dispatch(&mut fx);
+            if broker.journal_mut().written() != written {
+                // Dead-lettered persistent messages were journaled.
+                shared.wake_syncer();
+            }
+            next
+        };
+        let sleep = match next {
+            Some(at) => std::time::Duration::from_millis(at.saturating_sub(now_ms())).min(TICK_SLEEP_MAX),
+            None => TICK_SLEEP_MAX,
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(sleep) => {}
+            _ = shared.tick_wake.notified() => {}
+            _ = shutdown.changed() => return,
+        }
+        if *shutdown.borrow() {
+            return;
+        }
+    }
 }
 
 /// Longest an acknowledgement waits in memory before it is synced to the ack log.
