@@ -67,6 +67,11 @@ pub struct Config {
     #[arg(long, default_value_t = 0.6)]
     pub vm_memory_high_watermark: f64,
 
+    /// Threads serving connections; 0 means half the cores, at least one. 1 runs every
+    /// connection on one thread (fewest wake-ups, lowest CPU per message).
+    #[arg(long, default_value_t = 0)]
+    pub worker_threads: usize,
+
     /// Most client connections at once; more are refused.
     #[arg(long, default_value_t = 65_536)]
     pub connection_max: usize,

@@ -458,6 +458,9 @@ impl Conn {
         let mut fx = Effects::default();
         let mut pressure = Vec::new();
         let mut journal_written = 0;
+        let mut last_read = tokio::time::Instant::now();
+        let timer = tokio::time::sleep(Duration::from_secs(86_400));
+        tokio::pin!(timer);
         loop {
             // Apply every complete frame under one lock acquisition.
             let mut end = None;
@@ -551,18 +554,29 @@ impl Conn {
                 outbox.push(Outbound::Method { channel: 0, method: ConnectionUnblocked.into() });
                 self.blocked_sent = false;
             }
-            let read_timeout = match (self.closing_since, idle_max) {
-                (Some(t), _) => CLOSE_OK_TIMEOUT.saturating_sub(t.elapsed()),
-                (None, Some(d)) => d,
-                (None, None) => Duration::from_secs(86_400),
+            // One timer per connection, re-armed only when it fires (not per read): the deadline
+            // is two heartbeat intervals after the last read, or the close-ok timeout.
+            let deadline = match (self.closing_since, idle_max) {
+                (Some(t), _) => t + CLOSE_OK_TIMEOUT,
+                (None, Some(d)) => last_read + d,
+                (None, None) => last_read + Duration::from_secs(86_400),
             };
+            if timer.deadline() > deadline || timer.is_elapsed() {
+                timer.as_mut().reset(deadline);
+            }
             tokio::select! {
-                r = tokio::time::timeout(read_timeout, reader.read_more()) => match r {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => return Err(e),
-                    Err(_) if self.closing_since.is_some() => return Err("no connection.close-ok from client".into()),
-                    Err(_) => return Err(format!("missed heartbeats from client, timeout: {}s", heartbeat_secs)),
+                r = reader.read_more() => match r {
+                    Ok(()) => last_read = tokio::time::Instant::now(),
+                    Err(e) => return Err(e),
                 },
+                _ = &mut timer => {
+                    if tokio::time::Instant::now() >= deadline {
+                        if self.closing_since.is_some() {
+                            return Err("no connection.close-ok from client".into());
+                        }
+                        return Err(format!("missed heartbeats from client, timeout: {}s", heartbeat_secs));
+                    }
+                }
                 _ = shutdown.changed(), if self.closing_since.is_none() => {
                     outbox.push(Outbound::Method {
                         channel: 0,
@@ -874,7 +888,12 @@ async fn writer_loop(w: Writer, mut wr: OwnedWriteHalf, frame_max: u32, heartbea
                 break;
             }
             tokio::select! {
-                _ = w.outbox.wait() => continue,
+                _ = w.outbox.wait() => {
+                    // Let the tasks that just woke us add more before we take the batch: under load
+                    // this turns one write per delivery into one write per many.
+                    tokio::task::yield_now().await;
+                    continue;
+                }
                 _ = tokio::time::sleep(idle) => {
                     write_heartbeat(&mut buf);
                 }

@@ -260,8 +260,9 @@ async fn ticker(shared: Arc<Shared>) {
 /// Longest an acknowledgement waits in memory before it is synced to the ack log.
 const ACK_SYNC_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
 
-/// How long the syncer sleeps when nobody wakes it, bounding the delay of a missed wake-up.
-const SYNC_IDLE_WAIT: std::time::Duration = std::time::Duration::from_millis(5);
+/// How long the syncer sleeps when nobody wakes it (readers wake it whenever they journal a
+/// publish; the wake-up flag is kept under a mutex, so none is missed).
+const SYNC_IDLE_WAIT: std::time::Duration = ACK_SYNC_INTERVAL;
 
 /// The group-commit loop: takes whatever the journal holds, fsyncs it (the job runs without the
 /// broker lock when the journal supports it), then releases the publisher confirms waiting for it.

@@ -12,7 +12,22 @@ fn main() -> anyhow::Result<()> {
     let config = Config::parse();
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| anyhow::anyhow!("cannot create data dir {}: {e}", config.data_dir.display()))?;
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    // Default: half the cores (at least one). The broker state is one lock, so more workers add
+    // wake-ups more than throughput; the other cores serve the syncer, the kernel's network stack
+    // and clients on the same machine. Measured in docs/benchmarks.md.
+    let threads = match config.worker_threads {
+        0 => (std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) / 2).max(1),
+        n => n,
+    };
+    let mut builder = if threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    if threads > 1 {
+        builder.worker_threads(threads);
+    }
+    let rt = builder.enable_all().build()?;
     rt.block_on(async move {
         // Recovery comes before listening: clients never see a half-recovered broker.
         let broker = open_broker(&config)?;
