@@ -11,7 +11,9 @@ pub mod reply;
 pub mod table;
 pub mod wire;
 
-pub use frame::{Frame, FrameDecoder, FRAME_END, FRAME_HEADER_SIZE, FRAME_MIN_NEGOTIABLE, FRAME_MIN_SIZE, PROTOCOL_HEADER};
+pub use frame::{
+    Frame, FrameDecoder, FRAME_END, FRAME_HEADER_SIZE, FRAME_MIN_NEGOTIABLE, FRAME_MIN_SIZE, PROTOCOL_HEADER,
+};
 pub use generated::*;
 pub use properties::{BasicProperties, PropertiesSummary};
 pub use table::{FieldTable, FieldValue};
