@@ -1896,9 +1896,11 @@ fn validate_queue_arguments(args: &FieldTable, name: &str, vhost: &str) -> Resul
                 let Some(i) = v.as_i64() else {
                     return Err(bad(key, format!("{{unacceptable_type,{}}}", v.type_name())));
                 };
-                let min = if key == "x-expires" { 1 } else { 0 };
-                if i < min {
+                if i < 0 {
                     return Err(bad(key, format!("{{value_negative,{i}}}")));
+                }
+                if i == 0 && key == "x-expires" {
+                    return Err(bad(key, format!("{{value_zero,{i}}}")));
                 }
                 if matches!(key, "x-message-ttl" | "x-expires") && i as u64 > features::EXPIRY_MS_MAX {
                     return Err(bad(key, format!("{{value_too_large,{i}}}")));
@@ -1935,5 +1937,7 @@ fn validate_queue_arguments(args: &FieldTable, name: &str, vhost: &str) -> Resul
     Ok(())
 }
 
+#[cfg(test)]
+mod feature_tests;
 #[cfg(test)]
 mod tests;

@@ -299,6 +299,11 @@ impl Queue {
         self.ready.insert(m);
     }
 
+    /// Entries in the deadline heap, stale ones included (for tests of its bound).
+    pub fn watched_deadlines(&self) -> usize {
+        self.expiry.len()
+    }
+
     /// The earliest message deadline still watched (it may belong to a message that left).
     pub fn next_expiry_ms(&self) -> Option<u64> {
         self.expiry.peek().map(|Reverse((d, _))| *d)

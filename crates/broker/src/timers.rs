@@ -58,7 +58,9 @@ impl Broker {
             }
             q.invariants();
             if let Some(next) = q.next_deadline_ms() {
-                self.arm(qid, next);
+                // Everything due was handled above; never re-arm in the past (no spinning).
+                debug_assert!(next > now, "queue {qid} still has a deadline due at {next} <= {now}");
+                self.arm(qid, next.max(now + 1));
             }
         }
         self.run_dispatch(fx);
