@@ -66,6 +66,11 @@ struct Args {
     #[arg(long, default_value_t = scenario::UNDELIVERED_MAX_DEFAULT)]
     undelivered_max: u64,
 
+    /// Durable queues and persistent (delivery_mode 2) messages, e.g. for confirm-1k with
+    /// messages that must reach the disk before they are confirmed.
+    #[arg(long)]
+    persistent: bool,
+
     /// Also print the result as one JSON line.
     #[arg(long)]
     json: bool,
@@ -95,6 +100,7 @@ fn main() -> Result<()> {
         multi_ack_every: args.multi_ack_every,
         rate_per_sec: args.rate,
         undelivered_max: args.undelivered_max,
+        persistent: args.persistent,
     };
 
     // A current-thread runtime for one thread: the multi-thread one would add the main thread to

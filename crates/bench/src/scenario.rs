@@ -87,6 +87,8 @@ pub struct Options {
     pub rate_per_sec: u32,
     /// Producers pause while this many copies are published but not yet consumed.
     pub undelivered_max: u64,
+    /// Durable queues and persistent (delivery_mode 2) messages.
+    pub persistent: bool,
 }
 
 /// How a scenario's consumers settle deliveries.
@@ -189,6 +191,8 @@ struct Shared {
     copies_per_publish: u64,
     /// `--undelivered-max`.
     undelivered_max: u64,
+    /// `--persistent`.
+    persistent: bool,
     /// Consumers' progress, for producers paused on `undelivered_max`.
     consumer_progress: Notify,
     /// Times a producer found consumers `undelivered_max` behind and paused.
@@ -295,6 +299,7 @@ impl Run {
             latencies_ns: Mutex::new(Vec::new()),
             copies_per_publish: plan.copies_per_publish(),
             undelivered_max: options.undelivered_max.max(1),
+            persistent: options.persistent,
             consumer_progress: Notify::new(),
             producer_pauses: AtomicU64::new(0),
         });
@@ -306,7 +311,11 @@ impl Run {
         let queues: Vec<String> = (0..plan.queues).map(|i| format!("{run_id}-q{i}")).collect();
         for queue in &queues {
             control
-                .queue_declare(QueueDeclareArguments::new(queue))
+                .queue_declare(if options.persistent {
+                    QueueDeclareArguments::durable_client_named(queue)
+                } else {
+                    QueueDeclareArguments::new(queue)
+                })
                 .await
                 .with_context(|| format!("queue.declare {queue}"))?;
         }
@@ -521,8 +530,11 @@ async fn produce(
     confirm_window: Option<Arc<ConfirmWindow>>,
     shared: Arc<Shared>,
 ) -> Result<()> {
-    // No delivery_mode: transient (non-persistent) messages.
-    let properties = BasicProperties::default();
+    // No delivery_mode (transient messages) unless the run is --persistent.
+    let mut properties = BasicProperties::default();
+    if shared.persistent {
+        properties.with_persistence(true);
+    }
     let mut body = vec![b'w'; plan.body_size_bytes.max(TIMESTAMP_SIZE_BYTES)];
     body.truncate(plan.body_size_bytes);
     let mut ticker = plan.rate_per_sec.map(|rate| {
