@@ -453,7 +453,7 @@ fn reject_publish_nacks_and_dead_letters() {
     assert_eq!(deaths(&br, "dlq"), vec![vec![("full-dlx".into(), "maxlen".into(), 1)]]);
 }
 
-/// Queue arguments RabbitMQ refuses at declare.
+/// Proves the TTL, expiry and dead-letter arguments RabbitMQ refuses at declare are refused with its texts.
 #[test]
 fn feature_arguments_validated() {
     let (mut br, _) = setup();
