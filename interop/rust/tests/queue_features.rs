@@ -588,3 +588,173 @@ async fn ttl_elapsed_while_down_dead_letters_after_restart() {
     let delivered = tokio::time::timeout(Duration::from_millis(100), consumer.next()).await;
     assert!(delivered.is_err(), "the expired message was delivered: {delivered:?}");
 }
+
+/// Proves the smaller of x-message-ttl and `expiration` applies: in a queue with a 5 s TTL a
+/// message with `expiration` 100 is dead-lettered (original-expiration "100") while one with
+/// `expiration` 60000 stays, bound by the queue's TTL, not its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smaller_of_queue_and_message_ttl_applies() {
+    let server = start_server();
+    let conn = connect(&server).await;
+    let ch = confirm_channel(&conn).await;
+    dead_letter_target(&ch, "dlx", ExchangeKind::Fanout, "dlq", "", false).await;
+    declare_with(&ch, "q", false, args(&[("x-message-ttl", long(5000)), ("x-dead-letter-exchange", text("dlx"))]))
+        .await;
+    publish_confirmed(&ch, "", "q", b"long", expiring("60000")).await;
+    publish_confirmed(&ch, "", "q", b"short", expiring("100")).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    wait_ready(&ch, "dlq", 1).await;
+    let dead = drain_messages(&ch, "dlq").await;
+    assert_eq!(body_of(&dead[0]), b"short");
+    assert_eq!(deaths(&dead[0])[0].inner().get("original-expiration").map(as_text), Some("100".into()));
+    let m = get(&ch, "q", true).await.expect("the long-lived message is still there");
+    assert_eq!(m.delivery.data, b"long");
+    assert_eq!(m.delivery.properties.expiration().as_ref().map(|e| e.as_str()), Some("60000"));
+}
+
+/// Proves x-death `routing-keys` lists the routing key and the `CC` keys, and that
+/// x-dead-letter-routing-key replaces them: the copy arrives with the new key and no `CC` header.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn x_death_routing_keys_include_cc() {
+    let server = start_server();
+    let conn = connect(&server).await;
+    let ch = confirm_channel(&conn).await;
+    dead_letter_target(&ch, "dlx", ExchangeKind::Direct, "dlq", "dead", false).await;
+    declare_with(
+        &ch,
+        "src",
+        false,
+        args(&[("x-dead-letter-exchange", text("dlx")), ("x-dead-letter-routing-key", text("dead"))]),
+    )
+    .await;
+    for key in ["k1", "k2"] {
+        within(
+            "queue.bind",
+            ch.queue_bind("src", "amq.direct", key, QueueBindOptions::default(), FieldTable::default()),
+        )
+        .await
+        .expect("bind src");
+    }
+    let mut h = FieldTable::default();
+    h.insert("CC".into(), AMQPValue::FieldArray(vec![text("k2")].into()));
+    publish_confirmed(&ch, "amq.direct", "k1", b"cc", BasicProperties::default().with_headers(h)).await;
+    assert_eq!(queue_counts(&ch, "src").await, (1, 0), "one copy per queue, however many keys match");
+    let m = get(&ch, "src", false).await.expect("the message");
+    reject(&ch, m.delivery.delivery_tag).await;
+    wait_ready(&ch, "dlq", 1).await;
+    let dead = drain_messages(&ch, "dlq").await;
+    assert_eq!(dead[0].delivery.routing_key.as_str(), "dead");
+    assert!(!headers(&dead[0]).contains_key("CC"), "the dead-letter routing key drops CC");
+    let d = deaths(&dead[0]);
+    assert_eq!(
+        death_summary(&d[0]),
+        (
+            "src".into(),
+            "rejected".into(),
+            AMQPValue::LongLongInt(1),
+            "amq.direct".into(),
+            vec!["k1".into(), "k2".into()]
+        )
+    );
+}
+
+/// Proves a message whose TTL passes while a consumer holds it unacknowledged is dead-lettered
+/// (reason expired) as soon as it is requeued, not put back in the queue (Warren does this at
+/// once; RabbitMQ when it reaches the head).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requeued_after_its_deadline_is_dead_lettered() {
+    let server = start_server();
+    let conn = connect(&server).await;
+    let ch = confirm_channel(&conn).await;
+    dead_letter_target(&ch, "dlx", ExchangeKind::Fanout, "dlq", "", false).await;
+    declare_with(&ch, "q", false, args(&[("x-message-ttl", long(100)), ("x-dead-letter-exchange", text("dlx"))])).await;
+    publish_confirmed(&ch, "", "q", b"held", Default::default()).await;
+    let m = get(&ch, "q", false).await.expect("the message");
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert_eq!(queue_counts(&ch, "dlq").await, (0, 0), "an unacknowledged message does not expire");
+    within("basic.nack", ch.basic_nack(m.delivery.delivery_tag, BasicNackOptions { multiple: false, requeue: true }))
+        .await
+        .expect("basic.nack written");
+    wait_ready(&ch, "dlq", 1).await;
+    assert_eq!(queue_counts(&ch, "q").await, (0, 0));
+    let dead = drain_messages(&ch, "dlq").await;
+    assert_eq!(body_of(&dead[0]), b"held");
+    assert_eq!(death_summary(&deaths(&dead[0])[0]).1, "expired");
+}
+
+/// Proves RabbitMQ's cycle rule: a message that expires in a queue whose dead-letter exchange
+/// routes back to that same queue is dropped there rather than looping, while another queue
+/// bound to the same exchange still gets its copy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expiry_cycle_is_dropped() {
+    let server = start_server();
+    let conn = connect(&server).await;
+    let ch = confirm_channel(&conn).await;
+    dead_letter_target(&ch, "dlx", ExchangeKind::Fanout, "dlq", "", false).await;
+    declare_with(&ch, "q", false, args(&[("x-message-ttl", long(100)), ("x-dead-letter-exchange", text("dlx"))])).await;
+    within("queue.bind", ch.queue_bind("q", "dlx", "", QueueBindOptions::default(), FieldTable::default()))
+        .await
+        .expect("bind q to its own dead-letter exchange");
+    publish_confirmed(&ch, "", "q", b"once", Default::default()).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    wait_ready(&ch, "dlq", 1).await;
+    // A looping copy would come back to q and expire into dlq again every 100 ms.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(queue_counts(&ch, "dlq").await, (1, 0));
+    assert_eq!(queue_counts(&ch, "q").await, (0, 0));
+    let dead = drain_messages(&ch, "dlq").await;
+    assert_eq!(deaths(&dead[0]).len(), 1);
+}
+
+/// Proves length limits count ready messages only: with x-max-length 1 and reject-publish, a
+/// message held unacknowledged leaves room for another, and the next one is nacked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unacknowledged_messages_do_not_count_towards_max_length() {
+    let server = start_server();
+    let conn = connect(&server).await;
+    let ch = confirm_channel(&conn).await;
+    declare_with(&ch, "q", false, args(&[("x-max-length", long(1)), ("x-overflow", text("reject-publish"))])).await;
+    assert_eq!(publish_confirmed(&ch, "", "q", b"1", Default::default()).await, Confirmation::Ack(None));
+    let held = get(&ch, "q", false).await.expect("the message");
+    assert_eq!(held.delivery.data, b"1");
+    assert_eq!(publish_confirmed(&ch, "", "q", b"2", Default::default()).await, Confirmation::Ack(None));
+    assert_eq!(publish_confirmed(&ch, "", "q", b"3", Default::default()).await, Confirmation::Nack(None));
+    assert_eq!(queue_counts(&ch, "q").await, (1, 0));
+    let m = get(&ch, "q", true).await.expect("the second message");
+    assert_eq!(m.delivery.data, b"2");
+}
+
+/// Proves a persistent message keeps its absolute deadline across kill -9: down for 500 ms of
+/// its 1.5 s TTL, the restarted broker still holds it and dead-letters it 1.5 s after its
+/// publish, not a full TTL after the restart (which would be 2 s or later).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ttl_deadline_survives_restart() {
+    let mut server = start_server();
+    let conn = connect(&server).await;
+    let ch = confirm_channel(&conn).await;
+    dead_letter_target(&ch, "dlx", ExchangeKind::Fanout, "dlq", "", true).await;
+    declare_with(&ch, "ttl", true, args(&[("x-message-ttl", long(1500)), ("x-dead-letter-exchange", text("dlx"))]))
+        .await;
+    let published = Instant::now();
+    publish_confirmed(&ch, "", "ttl", b"pending", BasicProperties::default().with_delivery_mode(2)).await;
+    server.kill();
+    drop(conn);
+    tokio::time::sleep(Duration::from_millis(500).saturating_sub(published.elapsed())).await;
+    server.restart();
+    let conn = connect(&server).await;
+    let ch = open_channel(&conn).await;
+    assert_eq!(queue_counts(&ch, "ttl").await, (1, 0), "still pending after the restart");
+    let reconnected = published.elapsed();
+    assert!(reconnected < Duration::from_millis(1300), "restart took until {reconnected:?}, too slow for this check");
+    tokio::time::sleep(Duration::from_millis(1500).saturating_sub(published.elapsed())).await;
+    wait_ready(&ch, "dlq", 1).await;
+    let expired_after = published.elapsed();
+    assert!(
+        expired_after >= Duration::from_millis(1500) && expired_after < Duration::from_millis(1900),
+        "expired {expired_after:?} after its publish, not 1.5 s: the deadline moved with the restart"
+    );
+    assert_eq!(queue_counts(&ch, "ttl").await, (0, 0));
+    let dead = drain_messages(&ch, "dlq").await;
+    assert_eq!(body_of(&dead[0]), b"pending");
+    assert_eq!(death_summary(&deaths(&dead[0])[0]).1, "expired");
+}
