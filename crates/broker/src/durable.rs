@@ -19,7 +19,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use store::{Disk, Log, LogConfig, PendingSync, StoreError};
+use store::{Disk, Log, LogConfig, PendingSync, RecordId, StoreError};
 
 use crate::journal::*;
 use crate::{Broker, Message, QueueId};
@@ -53,6 +53,20 @@ pub struct StoreJournal {
     head: BytesMut,
     /// Ack-log records appended since the last sync.
     acks_dirty: bool,
+    /// Location of the latest published message record (see `Journal::last_location`).
+    last_location: Option<u64>,
+}
+
+/// A message record's location packed in a u64: segment number above, offset below 32 bits.
+/// None when either does not fit (then the message is never paged out).
+fn pack_location(id: RecordId) -> Option<u64> {
+    let segment = u32::try_from(id.segment).ok()?;
+    let offset = u32::try_from(id.offset).ok()?;
+    Some(u64::from(segment) << 32 | u64::from(offset))
+}
+
+fn unpack_location(location: u64) -> RecordId {
+    RecordId { segment: location >> 32, offset: location & 0xffff_ffff }
 }
 
 fn err(e: StoreError) -> String {
@@ -125,7 +139,13 @@ impl StoreJournal {
                 segment_of.insert(record.msg_id, r.id.segment);
             }
             let id = record.msg_id;
-            let n = broker.restore_message(record, |q| removed.contains(&(q, id)), |q| delivered.contains(&(q, id)));
+            // Pages out as publishes do: a backlog is not loaded into memory beyond the budget.
+            let n = broker.restore_message_at(
+                record,
+                pack_location(r.id),
+                |q| removed.contains(&(q, id)),
+                |q| delivered.contains(&(q, id)),
+            );
             *live.entry(r.id.segment).or_default() += n as u64;
             stats.messages += 1;
             if last_report.elapsed().as_secs() >= 1 {
@@ -151,6 +171,7 @@ impl StoreJournal {
             failed: None,
             head: BytesMut::new(),
             acks_dirty: false,
+            last_location: None,
         };
         j.collect_garbage();
         Ok((j, stats))
@@ -314,8 +335,10 @@ impl Journal for StoreJournal {
             None => RECORD_MESSAGE,
         };
         encode_message_head(msg_id, queues, message, &mut self.head);
+        self.last_location = None;
         match self.messages.append(record_type, &[&self.head, &message.body]) {
             Ok(id) => {
+                self.last_location = pack_location(id);
                 if self.active_message_segment != Some(id.segment) {
                     self.active_message_segment = Some(id.segment);
                     self.segment_of.insert(msg_id, id.segment);
@@ -328,6 +351,15 @@ impl Journal for StoreJournal {
         }
         self.seq += 1;
         self.seq
+    }
+
+    fn last_location(&self) -> Option<u64> {
+        self.last_location
+    }
+
+    fn read(&self, location: u64) -> Option<Message> {
+        let (record_type, payload) = self.messages.read(unpack_location(location)).ok()?;
+        decode_message(record_type, Bytes::from(payload)).map(|r| r.message)
     }
 
     fn remove(&mut self, queue: QueueId, msg_id: MessageId) {

@@ -69,6 +69,17 @@ pub trait Journal: Send + std::fmt::Debug {
     /// milliseconds) when it has a deadline in one of them. Returns the sequence number that
     /// must be synced before the publish is confirmed.
     fn publish(&mut self, msg_id: MessageId, queues: &[QueueId], message: &Message, arrival_ms: Option<u64>) -> u64;
+    /// Where the message of the latest `publish` was written, as a location for `read`; None
+    /// when this journal cannot read messages back (then nothing is paged out).
+    fn last_location(&self) -> Option<u64> {
+        None
+    }
+    /// Reads back a message written earlier, by its location (from `last_location`, or given
+    /// to `Broker::restore_message_at` by recovery); None when it cannot.
+    fn read(&self, location: u64) -> Option<Message> {
+        let _ = location;
+        None
+    }
     /// The message left the queue for good (acked, rejected, purged, dropped, queue deleted).
     fn remove(&mut self, queue: QueueId, msg_id: MessageId);
     /// The message was handed to a consumer that must ack it (it comes back redelivered).

@@ -128,11 +128,21 @@ pub struct BrokerConfig {
     /// behaviour for classic queues). Off by default: a confirm means the message is on disk.
     /// Carried out by the syncer, which calls `journal_synced` between the write and the fsync.
     pub confirm_before_fsync: bool,
+    /// Bytes of ready message bodies a journaled queue keeps in memory; persistent messages
+    /// beyond it are paged out (only a reference to their journal record stays in memory) and
+    /// read back as consumers drain the queue. Transient messages, messages with a deadline and
+    /// queues with TTL, dead-lettering or length-limit arguments are not paged.
+    pub queue_memory_bytes_max: usize,
 }
 
 impl Default for BrokerConfig {
     fn default() -> Self {
-        BrokerConfig { consumers_per_channel_max: 65_535, queue_flow_backlog: 20_000, confirm_before_fsync: false }
+        BrokerConfig {
+            consumers_per_channel_max: 65_535,
+            queue_flow_backlog: 20_000,
+            confirm_before_fsync: false,
+            queue_memory_bytes_max: 16 << 20,
+        }
     }
 }
 
@@ -282,6 +292,8 @@ pub struct Broker {
     /// Queues that passed `queue_flow_backlog` during publishes since the last `take_pressure`.
     pressure: Vec<QueueId>,
     journal: Box<dyn Journal>,
+    /// See `page_in_failures`.
+    page_in_failures: u64,
     next_msg_id: MessageId,
     /// The journal sequence known to be on stable storage.
     synced_seq: u64,
@@ -399,6 +411,7 @@ impl Broker {
             route_buf: Vec::new(),
             pressure: Vec::new(),
             journal: Box::new(NullJournal),
+            page_in_failures: 0,
             next_msg_id: 1,
             synced_seq: 0,
             confirm_waiters: Vec::new(),
@@ -555,7 +568,7 @@ impl Broker {
         queues.iter().any(|q| {
             self.queues
                 .get(q)
-                .is_some_and(|q| !q.consumers.is_empty() && q.ready.len() > self.config.queue_flow_backlog)
+                .is_some_and(|q| !q.consumers.is_empty() && q.ready_len() > self.config.queue_flow_backlog)
         })
     }
 
@@ -663,8 +676,8 @@ impl Broker {
                 let qid = self.find_queue(conn, &m.queue)?;
                 let purged = self.queues.get_mut(&qid).map(|q| q.purge()).unwrap_or_default();
                 let n = purged.len();
-                for m in purged {
-                    Self::forget(&mut *self.journal, qid, m.msg_id);
+                for msg_id in purged {
+                    Self::forget(&mut *self.journal, qid, msg_id);
                 }
                 if !m.nowait {
                     fx.reply(conn, ch, QueuePurgeOk { message_count: n as u32 });
@@ -1156,7 +1169,7 @@ impl Broker {
         if m.if_unused && !q.consumers.is_empty() {
             return Err(AmqpError::precondition_failed(format!("{} in use", queue_desc(&m.queue, &vhost_name))));
         }
-        if m.if_empty && !q.ready.is_empty() {
+        if m.if_empty && q.ready_len() != 0 {
             return Err(AmqpError::precondition_failed(format!("{} not empty", queue_desc(&m.queue, &vhost_name))));
         }
         let n = self.delete_queue_by_id(qid, fx);
@@ -1173,8 +1186,8 @@ impl Broker {
         };
         if q.is_journaled() {
             // Remove its journaled messages, ready and unacknowledged, then the queue itself.
-            for m in q.ready.iter() {
-                Self::forget(&mut *self.journal, qid, m.msg_id);
+            for msg_id in q.ready_msg_ids() {
+                Self::forget(&mut *self.journal, qid, msg_id);
             }
             for c in self.channels.values() {
                 for u in c.unacked.iter().filter(|u| u.queue == qid) {
@@ -1199,7 +1212,7 @@ impl Broker {
                 fx.reply(c.conn, c.channel, BasicCancel { consumer_tag: c.tag.to_string(), nowait: true });
             }
         }
-        q.ready.len()
+        q.ready_len()
     }
 
     // ---- consuming ------------------------------------------------------------------------------
@@ -1290,6 +1303,7 @@ impl Broker {
             return Ok(());
         };
         let entry = loop {
+            Self::page_in(q, &*self.journal, self.config.queue_memory_bytes_max, &mut self.page_in_failures);
             match q.pop() {
                 None => {
                     fx.reply(conn, ch, BasicGetEmpty { cluster_id: String::new() });
@@ -1526,6 +1540,7 @@ impl Broker {
         // Reserved now, used only if a durable queue takes the message.
         let msg_id = self.next_msg_id;
         let mut durable: Vec<QueueId> = Vec::new();
+        let mut durable_seqs: Vec<u64> = Vec::new();
         let mut durable_deadline = false;
         let mut fresh: Vec<(QueueId, u64)> = Vec::new();
         let mut refused = false;
@@ -1562,8 +1577,11 @@ impl Broker {
                 durable_deadline |= expires_at_ms != 0;
             }
             let seq = q.push(message.clone(), if journaled { msg_id } else { 0 }, expires_at_ms);
+            if journaled {
+                durable_seqs.push(seq);
+            }
             self.dirty.push(qid);
-            if q.ready.len() > self.config.queue_flow_backlog
+            if q.ready_len() > self.config.queue_flow_backlog
                 && !q.consumers.is_empty()
                 && !self.pressure.contains(&qid)
             {
@@ -1583,6 +1601,14 @@ impl Broker {
             self.next_msg_id += 1;
             // The arrival time lets recovery restore the deadlines (see `restore_message`).
             jseq = self.journal.publish(msg_id, &durable, &message, durable_deadline.then_some(now));
+            if let Some(location) = self.journal.last_location() {
+                let budget = self.config.queue_memory_bytes_max;
+                for (qid, seq) in durable.iter().zip(durable_seqs) {
+                    if let Some(q) = self.queues.get_mut(qid) {
+                        q.page_out(seq, location, budget);
+                    }
+                }
+            }
         }
         // Spec ext (RabbitMQ): a message with TTL 0 goes to a consumer that can take it now, or
         // expires at once. Done after the journal record exists, as it may remove it again.
@@ -1653,7 +1679,11 @@ impl Broker {
             return;
         };
         let n = q.consumers.len();
-        while let Some(head) = q.ready.front() {
+        loop {
+            if n > 0 {
+                Self::page_in(q, &*self.journal, self.config.queue_memory_bytes_max, &mut self.page_in_failures);
+            }
+            let Some(head) = q.ready.front() else { break };
             if head.is_expired(now) && Some(head.seq) != fresh {
                 if let Some(m) = q.pop() {
                     Self::dead_letter(q, m, Reason::Expired, &mut *self.journal, &mut self.dead_letters);
@@ -1732,6 +1762,18 @@ impl Broker {
             }
         }
         q.invariants();
+    }
+
+    /// Refills the in-memory head of `q` from its paged messages when it is empty.
+    fn page_in(q: &mut Queue, journal: &dyn Journal, budget: usize, failures: &mut u64) {
+        if q.ready.is_empty() && !q.paged.is_empty() {
+            *failures += q.page_in(budget, |location| journal.read(location)) as u64;
+        }
+    }
+
+    /// Paged messages that could not be read back from the journal (and so left their queue).
+    pub fn page_in_failures(&self) -> u64 {
+        self.page_in_failures
     }
 
     // ---- recovery -------------------------------------------------------------------------------
@@ -1821,6 +1863,18 @@ impl Broker {
         removed: impl Fn(QueueId) -> bool,
         delivered: impl Fn(QueueId) -> bool,
     ) -> usize {
+        self.restore_message_at(record, None, removed, delivered)
+    }
+
+    /// `restore_message` for a record at `location` in the journal (see `Journal::read`): in
+    /// queues past their memory budget only a reference to it is kept, as for a publish.
+    pub fn restore_message_at(
+        &mut self,
+        record: MessageRecord,
+        location: Option<u64>,
+        removed: impl Fn(QueueId) -> bool,
+        delivered: impl Fn(QueueId) -> bool,
+    ) -> usize {
         self.next_msg_id = self.next_msg_id.max(record.msg_id + 1);
         let message = Arc::new(record.message);
         let message_ttl = message
@@ -1842,7 +1896,10 @@ impl Broker {
                     (Some(a), Some(t)) => a.saturating_add(t).max(1),
                     _ => 0,
                 };
-                queue.push_restored(message.clone(), record.msg_id, delivered(q), expires_at_ms);
+                let seq = queue.push_restored(message.clone(), record.msg_id, delivered(q), expires_at_ms);
+                if let Some(location) = location {
+                    queue.page_out(seq, location, self.config.queue_memory_bytes_max);
+                }
                 if expires_at_ms != 0 {
                     self.arm(q, expires_at_ms);
                 }
@@ -1939,5 +1996,7 @@ fn validate_queue_arguments(args: &FieldTable, name: &str, vhost: &str) -> Resul
 
 #[cfg(test)]
 mod feature_tests;
+#[cfg(test)]
+mod paging_tests;
 #[cfg(test)]
 mod tests;

@@ -3,9 +3,14 @@
 //! `ready` is kept sorted by sequence number so a requeued message returns to its original place.
 //! The queue holds no AMQP channel state (delivery bookkeeping lives in `channel.rs`) and decides
 //! nothing about time: the broker tells it which deadlines passed.
+//!
+//! Paging: the ready messages of a journaled queue beyond its memory budget are kept as `Paged`
+//! references to their records in the message log (24 bytes each, no body); the broker reads
+//! them back (`Queue::page_in`) as consumers drain the in-memory head. Every paged entry comes
+//! after every in-memory one in sequence order.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, VecDeque};
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::sync::{Arc, OnceLock};
 
 use amqp_codec::FieldTable;
@@ -176,6 +181,93 @@ impl Ready {
     }
 }
 
+/// Marks a paged entry whose message is held in memory (`Paged::held`).
+const HELD: u64 = u64::MAX;
+/// Marks a paged entry whose message expired in place (a tombstone).
+const DEAD: u64 = u64::MAX - 1;
+/// The redelivered flag, in the top bit of `PagedRef::id` (message ids never reach it).
+const REDELIVERED: u64 = 1 << 63;
+
+/// A ready message whose body is on disk only: 24 bytes.
+#[derive(Debug, Clone, Copy)]
+struct PagedRef {
+    seq: u64,
+    /// The journal's message id, with `REDELIVERED` set when it was delivered before.
+    id: u64,
+    /// The record's location in the message log (from `Journal::last_location`), or `HELD` or
+    /// `DEAD`.
+    loc: u64,
+}
+
+/// The ready messages after the in-memory head of a journaled queue that passed its memory
+/// budget, in sequence order. Messages that cannot be read back from the log (transient ones,
+/// and ones with a deadline) but arrive behind paged ones stay in memory in `held`, in place.
+#[derive(Debug, Default)]
+pub struct Paged {
+    items: VecDeque<PagedRef>,
+    held: HashMap<u64, QueuedMessage>,
+    dead: usize,
+}
+
+impl Paged {
+    /// Live messages.
+    pub fn len(&self) -> usize {
+        self.items.len() - self.dead
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// Messages held in memory among the paged ones.
+    pub fn held(&self) -> usize {
+        self.held.len()
+    }
+
+    /// Journal ids of the live messages (0 for transient ones).
+    fn msg_ids(&self) -> impl Iterator<Item = crate::MessageId> + '_ {
+        self.items.iter().filter(|p| p.loc != DEAD).map(|p| match p.loc {
+            HELD => self.held.get(&p.seq).map_or(0, |m| m.msg_id),
+            _ => p.id & !REDELIVERED,
+        })
+    }
+
+    fn trim(&mut self) {
+        while self.items.front().is_some_and(|p| p.loc == DEAD) {
+            self.items.pop_front();
+            self.dead -= 1;
+        }
+        while self.items.back().is_some_and(|p| p.loc == DEAD) {
+            self.items.pop_back();
+            self.dead -= 1;
+        }
+    }
+
+    /// Removes the held message with sequence number `seq` and deadline `deadline`, if here.
+    fn take_held(&mut self, seq: u64, deadline: u64) -> Option<QueuedMessage> {
+        let i = self.items.binary_search_by_key(&seq, |p| p.seq).ok()?;
+        if self.items[i].loc != HELD || self.held.get(&seq).map(|m| m.expires_at_ms) != Some(deadline) {
+            return None;
+        }
+        self.items[i].loc = DEAD;
+        self.dead += 1;
+        self.trim();
+        if self.dead > TOMBSTONES_MIN && self.dead * 2 > self.items.len() {
+            self.items.retain(|p| p.loc != DEAD);
+            self.dead = 0;
+        }
+        self.held.remove(&seq)
+    }
+
+    fn invariants(&self) {
+        debug_assert!(self.items.iter().zip(self.items.iter().skip(1)).all(|(a, b)| a.seq < b.seq));
+        debug_assert_eq!(self.dead, self.items.iter().filter(|p| p.loc == DEAD).count());
+        debug_assert_eq!(self.held.len(), self.items.iter().filter(|p| p.loc == HELD).count());
+        debug_assert!(self.items.iter().filter(|p| p.loc == HELD).all(|p| self.held.contains_key(&p.seq)));
+        debug_assert!(self.items.front().is_none_or(|p| p.loc != DEAD));
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Consumer {
     pub conn: ConnectionId,
@@ -204,6 +296,8 @@ pub struct Queue {
     /// then pays one branch per message for all of them.
     pub features: Option<Box<QueueFeatures>>,
     pub ready: Ready,
+    /// Ready messages behind `ready` whose bodies were paged out (journaled queues only).
+    pub paged: Paged,
     pub unacked_count: usize,
     pub consumers: Vec<Consumer>,
     /// Round-robin position among consumers.
@@ -245,6 +339,7 @@ impl Queue {
             features: QueueFeatures::from_arguments(&arguments),
             arguments,
             ready: Ready::default(),
+            paged: Paged::default(),
             unacked_count: 0,
             consumers: Vec::new(),
             next_consumer: 0,
@@ -274,13 +369,98 @@ impl Queue {
         if expires_at_ms != 0 {
             self.watch_expiry(expires_at_ms, seq);
         }
-        self.ready.push_back(QueuedMessage { seq, message, redelivered, msg_id, expires_at_ms, dead: false });
+        let m = QueuedMessage { seq, message, redelivered, msg_id, expires_at_ms, dead: false };
+        if self.paged.is_empty() {
+            self.ready.push_back(m);
+        } else {
+            // Behind paged messages: stays in memory, in its place among them.
+            self.paged.items.push_back(PagedRef { seq, id: 0, loc: HELD });
+            self.paged.held.insert(seq, m);
+        }
         seq
     }
 
+    /// Pages out the message just pushed with sequence number `seq`, whose journal record is at
+    /// `location`, if the in-memory ready messages exceed `budget` bytes or messages are paged
+    /// already. Only plain queues page (no TTL, dead-lettering or length limits) and only
+    /// messages without a deadline. Returns true when it was paged out.
+    pub fn page_out(&mut self, seq: u64, location: u64, budget: usize) -> bool {
+        if self.features.is_some() || location >= DEAD {
+            return false;
+        }
+        if let Some(last) = self.paged.items.back_mut() {
+            if last.seq != seq || last.loc != HELD {
+                return false;
+            }
+            let Some(m) = self.paged.held.get(&seq) else { return false };
+            if m.expires_at_ms != 0 || m.msg_id == 0 {
+                return false;
+            }
+            last.id = m.msg_id | if m.redelivered { REDELIVERED } else { 0 };
+            last.loc = location;
+            self.paged.held.remove(&seq);
+            return true;
+        }
+        let fits = self.ready.bytes() <= budget;
+        match self.ready.back() {
+            Some(m) if !fits && m.seq == seq && m.expires_at_ms == 0 && m.msg_id != 0 => {}
+            _ => return false,
+        }
+        let Some(m) = self.ready.pop_back() else { return false };
+        let id = m.msg_id | if m.redelivered { REDELIVERED } else { 0 };
+        self.paged.items.push_back(PagedRef { seq, id, loc: location });
+        true
+    }
+
+    /// When the in-memory head is empty, brings paged messages back into it, up to half of
+    /// `budget` bytes (at least one message), reading bodies with `load`. Returns how many
+    /// messages could not be read (they are dropped from the queue).
+    pub fn page_in(&mut self, budget: usize, mut load: impl FnMut(u64) -> Option<Message>) -> usize {
+        let mut lost = 0;
+        while self.ready.is_empty() && !self.paged.is_empty() {
+            while let Some(p) = self.paged.items.pop_front() {
+                let m = match p.loc {
+                    DEAD => {
+                        self.paged.dead -= 1;
+                        continue;
+                    }
+                    HELD => match self.paged.held.remove(&p.seq) {
+                        Some(m) => m,
+                        None => continue,
+                    },
+                    loc => match load(loc) {
+                        Some(message) => QueuedMessage {
+                            seq: p.seq,
+                            message: Arc::new(message),
+                            redelivered: p.id & REDELIVERED != 0,
+                            msg_id: p.id & !REDELIVERED,
+                            expires_at_ms: 0,
+                            dead: false,
+                        },
+                        None => {
+                            lost += 1;
+                            continue;
+                        }
+                    },
+                };
+                self.ready.push_back(m);
+                if self.ready.bytes() >= budget / 2 {
+                    break;
+                }
+            }
+            self.paged.trim();
+        }
+        lost
+    }
+
     fn watch_expiry(&mut self, expires_at_ms: u64, seq: u64) {
-        if self.expiry.len() > 2 * self.ready.len() + EXPIRY_SLACK {
-            let live = self.ready.iter().filter(|m| m.expires_at_ms != 0).map(|m| Reverse((m.expires_at_ms, m.seq)));
+        if self.expiry.len() > 2 * (self.ready.len() + self.paged.held.len()) + EXPIRY_SLACK {
+            let live = self
+                .ready
+                .iter()
+                .chain(self.paged.held.values())
+                .filter(|m| m.expires_at_ms != 0)
+                .map(|m| Reverse((m.expires_at_ms, m.seq)));
             self.expiry = live.collect();
         }
         self.expiry.push(Reverse((expires_at_ms, seq)));
@@ -323,15 +503,26 @@ impl Queue {
                 if let Some(m) = self.ready.take(seq) {
                     out.push(m);
                 }
+            } else if let Some(m) = self.paged.take_held(seq, deadline) {
+                out.push(m);
             }
         }
         out
     }
 
-    /// Removes every ready message; returns them so their journal entries can be removed.
-    pub fn purge(&mut self) -> Vec<QueuedMessage> {
+    /// Removes every ready message; returns their journal ids (0 for transient ones) so their
+    /// journal entries can be removed.
+    pub fn purge(&mut self) -> Vec<crate::MessageId> {
         self.expiry.clear();
-        self.ready.drain()
+        let mut ids: Vec<_> = self.ready.drain().into_iter().map(|m| m.msg_id).collect();
+        ids.extend(self.paged.msg_ids());
+        self.paged = Paged::default();
+        ids
+    }
+
+    /// Journal ids of every ready message, in memory or paged (0 for transient ones).
+    pub fn ready_msg_ids(&self) -> impl Iterator<Item = crate::MessageId> + '_ {
+        self.ready.iter().map(|m| m.msg_id).chain(self.paged.msg_ids())
     }
 
     /// Persistent messages in this queue are journaled: it is durable and not exclusive (an
@@ -340,8 +531,13 @@ impl Queue {
         self.durable && self.exclusive_owner.is_none()
     }
 
+    /// Ready messages, in memory and paged.
+    pub fn ready_len(&self) -> usize {
+        self.ready.len() + self.paged.len()
+    }
+
     pub fn message_count(&self) -> u32 {
-        self.ready.len() as u32
+        self.ready_len() as u32
     }
 
     pub fn consumer_count(&self) -> u32 {
@@ -369,8 +565,11 @@ impl Queue {
     /// Invariants, checked after mutation in debug builds.
     pub fn invariants(&self) {
         self.ready.invariants();
+        self.paged.invariants();
+        debug_assert!(self.paged.items.front().is_none_or(|p| self.ready.back().is_none_or(|m| m.seq < p.seq)));
         // Every ready message with a deadline has an entry in the heap (stale ones may add more).
-        debug_assert!(self.ready.iter().filter(|m| m.expires_at_ms != 0).count() <= self.expiry.len());
+        let deadlines = self.ready.iter().chain(self.paged.held.values()).filter(|m| m.expires_at_ms != 0).count();
+        debug_assert!(deadlines <= self.expiry.len());
     }
 }
 
