@@ -67,6 +67,11 @@ pub struct Config {
     #[arg(long, default_value_t = 0.6)]
     pub vm_memory_high_watermark: f64,
 
+    /// Bytes of message bodies a durable queue keeps in memory; persistent messages beyond it
+    /// stay only on disk and are read back when consumers reach them.
+    #[arg(long, default_value_t = 16 * 1024 * 1024)]
+    pub queue_memory_max: usize,
+
     /// Threads serving connections; 0 means half the cores, at least one. 1 runs every
     /// connection on one thread (fewest wake-ups, lowest CPU per message).
     #[arg(long, default_value_t = 0)]

@@ -123,11 +123,36 @@ fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
 }
 
 /// Serves AMQP on `listeners` until `shutdown` turns true.
+/// Holds the data directory's lock for as long as it lives.
+pub struct DataDirLock(#[allow(dead_code)] nix::fcntl::Flock<std::fs::File>);
+
+/// Takes an exclusive lock on the data directory, so two servers never write one journal.
+pub fn lock_data_dir(dir: &std::path::Path) -> anyhow::Result<DataDirLock> {
+    let path = dir.join(".lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", path.display()))?;
+    match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+        Ok(lock) => Ok(DataDirLock(lock)),
+        Err((_, e)) => Err(anyhow::anyhow!(
+            "data directory {} is in use by another warren-server ({e}); use another --data-dir",
+            dir.display()
+        )),
+    }
+}
+
 /// Builds the broker and replays the journal in the data directory into it (before listening).
 pub fn open_broker(config: &Config) -> anyhow::Result<Broker> {
     let seed =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1);
-    let broker_config = BrokerConfig { confirm_before_fsync: config.confirm_before_fsync, ..BrokerConfig::default() };
+    let broker_config = BrokerConfig {
+        confirm_before_fsync: config.confirm_before_fsync,
+        queue_memory_bytes_max: config.queue_memory_max,
+        ..BrokerConfig::default()
+    };
     let mut broker = Broker::new(broker_config, seed);
     let dir = config.data_dir.join("journal");
     let started = std::time::Instant::now();

@@ -2,7 +2,7 @@
 //! or SIGINT.
 
 use clap::Parser;
-use warren_server::{bind, open_broker, run, Config};
+use warren_server::{bind, lock_data_dir, open_broker, run, Config};
 
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
@@ -29,6 +29,7 @@ fn main() -> anyhow::Result<()> {
     }
     let rt = builder.enable_all().build()?;
     rt.block_on(async move {
+        let _lock = lock_data_dir(&config.data_dir)?;
         // Recovery comes before listening: clients never see a half-recovered broker.
         let broker = open_broker(&config)?;
         let listeners = bind(&config)?;
