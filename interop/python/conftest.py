@@ -57,6 +57,28 @@ def wait_for(deadline_s, predicate, pump=None, interval=0.01):
             time.sleep(interval)
 
 
+def msg_count(conn, queue):
+    """Ready messages in `queue`, through a passive declare on a throwaway channel."""
+    ch = conn.channel()
+    try:
+        return ch.queue_declare(queue=queue, passive=True).method.message_count
+    finally:
+        if ch.is_open:
+            ch.close()
+
+
+def queue_exists(conn, queue):
+    """True when `queue` exists (a passive declare succeeds); a 404 means it does not."""
+    ch = conn.channel()
+    try:
+        ch.queue_declare(queue=queue, passive=True)
+    except pika.exceptions.ChannelClosedByBroker as e:
+        assert e.reply_code == 404, (e.reply_code, e.reply_text)
+        return False
+    ch.close()
+    return True
+
+
 def pump_for(seconds, conns):
     """Process I/O on the given connection(s) for `seconds` (used only to
     prove that something does NOT happen)."""

@@ -14,7 +14,7 @@ import pika
 import pika.exceptions as pe
 import pytest
 
-from conftest import pump_for, wait_for
+from conftest import msg_count, pump_for, queue_exists, wait_for
 
 
 # ---------------------------------------------------------------------------
@@ -45,26 +45,6 @@ def drain(ch, queue):
         if m is None:
             return out
         out.append(body)
-
-
-def msg_count(conn, queue):
-    ch = conn.channel()
-    try:
-        return ch.queue_declare(queue=queue, passive=True).method.message_count
-    finally:
-        if ch.is_open:
-            ch.close()
-
-
-def queue_exists(conn, queue):
-    ch = conn.channel()
-    try:
-        ch.queue_declare(queue=queue, passive=True)
-    except pe.ChannelClosedByBroker as e:
-        assert e.reply_code == 404, (e.reply_code, e.reply_text)
-        return False
-    ch.close()
-    return True
 
 
 def confirmed_publisher(connect):

@@ -10,27 +10,7 @@ import pika
 import pika.exceptions as pe
 import pytest
 
-from conftest import pump_for, wait_for
-
-
-def msg_count(conn, queue):
-    ch = conn.channel()
-    try:
-        return ch.queue_declare(queue=queue, passive=True).method.message_count
-    finally:
-        if ch.is_open:
-            ch.close()
-
-
-def queue_exists(conn, queue):
-    ch = conn.channel()
-    try:
-        ch.queue_declare(queue=queue, passive=True)
-    except pe.ChannelClosedByBroker as e:
-        assert e.reply_code == 404, (e.reply_code, e.reply_text)
-        return False
-    ch.close()
-    return True
+from conftest import msg_count, pump_for, queue_exists, wait_for
 
 
 def drain(ch, queue):
