@@ -6,14 +6,7 @@ use super::*;
 use bytes::Bytes;
 use std::sync::Mutex;
 
-const T0: u64 = 1_700_000_000_000;
-
-fn setup() -> (Broker, Effects) {
-    let mut b = Broker::default();
-    b.connection_open(1, "/", "guest", WriteCredit::new(1 << 30)).expect("vhost exists");
-    b.channel_open(1, 1);
-    (b, Effects::default())
-}
+use super::tests::{setup, T0};
 
 fn args(pairs: &[(&str, FieldValue)]) -> FieldTable {
     FieldTable(pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect())

@@ -4,9 +4,10 @@ use super::*;
 use bytes::Bytes;
 
 /// The broker's time in tests that do not depend on it (milliseconds since the epoch).
-const T0: u64 = 1_700_000_000_000;
+pub(super) const T0: u64 = 1_700_000_000_000;
 
-fn setup() -> (Broker, Effects) {
+/// A broker with connection 1 open on vhost "/" and channel 1 open on it.
+pub(super) fn setup() -> (Broker, Effects) {
     let mut b = Broker::default();
     b.connection_open(1, "/", "guest", WriteCredit::new(1 << 30)).expect("vhost exists");
     b.channel_open(1, 1);
