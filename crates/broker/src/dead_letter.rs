@@ -17,6 +17,8 @@ pub enum Reason {
     Expired,
     /// Dropped from the head, or refused, by a length limit.
     Maxlen,
+    /// Returned to its queue more often than `x-delivery-limit` allows.
+    DeliveryLimit,
 }
 
 impl Reason {
@@ -25,6 +27,7 @@ impl Reason {
             Reason::Rejected => "rejected",
             Reason::Expired => "expired",
             Reason::Maxlen => "maxlen",
+            Reason::DeliveryLimit => "delivery_limit",
         }
     }
 }
@@ -40,6 +43,14 @@ pub struct DeadLetter {
     pub exchange: String,
     /// `x-dead-letter-routing-key`; None keeps the message's own routing key.
     pub routing_key: Option<String>,
+}
+
+/// `message` with header `key` set to `value` (other properties unchanged), or None when its
+/// properties cannot be decoded.
+pub fn with_header(m: &Message, key: &str, value: FieldValue) -> Option<Message> {
+    let mut props = BasicProperties::decode(&m.properties).ok()?;
+    props.headers.get_or_insert_with(FieldTable::default).insert(key, value);
+    Some(Message::with_properties(&m.exchange, &m.routing_key, &props, m.body.clone()))
 }
 
 fn text(s: &str) -> FieldValue {

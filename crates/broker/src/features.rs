@@ -31,6 +31,11 @@ pub struct QueueFeatures {
     pub max_length: Option<u64>,
     pub max_length_bytes: Option<u64>,
     pub overflow: Overflow,
+    /// `x-single-active-consumer`.
+    pub single_active_consumer: bool,
+    /// `x-delivery-limit`: returns to the queue a message may have before it is dead-lettered
+    /// (reason delivery_limit) or dropped.
+    pub delivery_limit: Option<u64>,
 }
 
 impl QueueFeatures {
@@ -51,6 +56,8 @@ impl QueueFeatures {
                 Some("reject-publish-dlx") => Overflow::RejectPublishDlx,
                 _ => Overflow::DropHead,
             },
+            single_active_consumer: matches!(args.get("x-single-active-consumer"), Some(FieldValue::Bool(true))),
+            delivery_limit: int("x-delivery-limit"),
         };
         (f != QueueFeatures::default()).then(|| Box::new(f))
     }

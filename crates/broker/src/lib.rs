@@ -1256,7 +1256,20 @@ impl Broker {
         if q.has_exclusive_consumer() || (m.exclusive && !q.consumers.is_empty()) {
             return Err(AmqpError::access_refused(format!("{} in exclusive use", queue_desc(&m.queue, &vhost))));
         }
-        q.consumers.push(Consumer {
+        let priority = match m.arguments.get("x-priority") {
+            None => 0,
+            Some(v) => match v.as_i64().and_then(|p| i32::try_from(p).ok()) {
+                Some(p) => p,
+                None => {
+                    return Err(AmqpError::precondition_failed(format!(
+                        "invalid arg 'x-priority' for {}: {{unacceptable_type,{}}}",
+                        queue_desc(&m.queue, &vhost),
+                        v.type_name()
+                    )))
+                }
+            },
+        };
+        q.add_consumer(Consumer {
             conn,
             channel: ch,
             tag: tag.clone(),
@@ -1266,6 +1279,7 @@ impl Broker {
             unacked: 0,
             arguments: m.arguments,
             credit,
+            priority,
         });
         q.had_consumer = true;
         q.unused_deadline_ms = None;
@@ -1291,6 +1305,9 @@ impl Broker {
             self.delete_queue_by_id(qid, fx);
         } else if q.consumers.is_empty() {
             self.touch_unused(qid);
+        } else {
+            // Another consumer (the next single active one, or a lower priority) may take over.
+            self.dirty.push(qid);
         }
     }
 
@@ -1693,24 +1710,36 @@ impl Broker {
             if n == 0 {
                 break;
             }
-            let mut chosen = None;
-            for i in 0..n {
-                let idx = (q.next_consumer + i) % n;
-                let c = &q.consumers[idx];
+            // Consumers are ordered by priority: the first group (of equal priority) with one
+            // that can take the message wins, round-robin within the group. A single active
+            // consumer queue only ever considers its first consumer.
+            let can_take = |c: &Consumer| {
                 if !c.no_ack && c.prefetch_count != 0 && c.unacked >= c.prefetch_count as u32 {
-                    continue;
+                    return false;
                 }
                 let Some(chan) = self.channels.get(&(c.conn, c.channel)) else {
-                    continue;
+                    return false;
                 };
                 if !chan.flow_active || (!c.no_ack && !chan.can_deliver()) {
-                    continue;
+                    return false;
                 }
-                if !c.credit.try_take() {
-                    continue;
+                c.credit.try_take()
+            };
+            let mut chosen = None;
+            if q.single_active() {
+                chosen = can_take(&q.consumers[0]).then_some(0);
+            } else if q.consumers[0].priority == q.consumers[n - 1].priority {
+                chosen = (0..n).map(|i| (q.next_consumer + i) % n).find(|&idx| can_take(&q.consumers[idx]));
+            } else {
+                let mut start = 0;
+                while start < n && chosen.is_none() {
+                    let prio = q.consumers[start].priority;
+                    let len = q.consumers[start..].iter().take_while(|c| c.priority == prio).count();
+                    let offset = q.next_consumer.checked_sub(start).filter(|&o| o < len).unwrap_or(0);
+                    chosen =
+                        (0..len).map(|i| start + (offset + i) % len).find(|&idx| can_take(&q.consumers[idx]));
+                    start += len;
                 }
-                chosen = Some(idx);
-                break;
             }
             let Some(idx) = chosen else { break };
             q.next_consumer = (idx + 1) % n;
@@ -1747,11 +1776,9 @@ impl Broker {
             fx.push(cons.conn, out);
         }
         if let Some(seq) = fresh {
-            // Not taken at once: a TTL-0 message expires (it is the newest, so the last).
-            if q.ready.back().is_some_and(|m| m.seq == seq) {
-                if let Some(m) = q.ready.pop_back() {
-                    Self::dead_letter(q, m, Reason::Expired, &mut *self.journal, &mut self.dead_letters);
-                }
+            // Not taken at once: a TTL-0 message expires.
+            if let Some(m) = q.ready.take(seq) {
+                Self::dead_letter(q, m, Reason::Expired, &mut *self.journal, &mut self.dead_letters);
             }
         }
         let drop_head = q.features.as_deref().filter(|f| f.overflow == Overflow::DropHead).map(|f| f.limits());
@@ -1971,6 +1998,9 @@ fn validate_queue_arguments(args: &FieldTable, name: &str, vhost: &str) -> Resul
                     return Err(bad(key, format!("{{value_out_of_range,{i}}}")));
                 }
             }
+            "x-single-active-consumer" if !matches!(v, FieldValue::Bool(_)) => {
+                return Err(bad(key, format!("{{unacceptable_type,{}}}", v.type_name())));
+            }
             "x-dead-letter-exchange" | "x-dead-letter-routing-key" if v.as_str().is_none() => {
                 return Err(bad(key, format!("{{unacceptable_type,{}}}", v.type_name())));
             }
@@ -1998,5 +2028,7 @@ fn validate_queue_arguments(args: &FieldTable, name: &str, vhost: &str) -> Resul
 mod feature_tests;
 #[cfg(test)]
 mod paging_tests;
+#[cfg(test)]
+mod priority_tests;
 #[cfg(test)]
 mod tests;

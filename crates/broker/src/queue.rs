@@ -32,6 +32,8 @@ pub struct QueuedMessage {
     pub expires_at_ms: u64,
     /// Expired in the middle of `ready`, left in place until compaction (see `Ready`).
     dead: bool,
+    /// Times it came back to the queue unacknowledged (counted where `x-delivery-limit` is set).
+    pub returns: u32,
 }
 
 impl QueuedMessage {
@@ -60,67 +62,24 @@ fn tombstone() -> Arc<Message> {
 }
 
 /// Tombstones are compacted away once there are more than this many and they outnumber the
-/// live messages, so removal from the middle is amortised O(1) and memory at most doubles.
+/// live messages of their level, so removal from the middle is amortised O(1) and memory at most
+/// doubles.
 const TOMBSTONES_MIN: usize = 64;
 
-/// The ready messages of a queue, in sequence order. Messages normally leave at the front; an
-/// expired message in the middle is replaced by a tombstone (body dropped) instead of shifting
-/// the deque, and tombstones are skipped and compacted lazily. The first and last entries are
-/// never tombstones.
-#[derive(Debug, Default)]
-pub struct Ready {
-    items: VecDeque<QueuedMessage>,
-    dead: usize,
-    bytes: usize,
+/// The priority level a sequence number belongs to (its top byte; see `Queue::push_restored`).
+fn level_of(seq: u64) -> u8 {
+    (seq >> 56) as u8
 }
 
-impl Ready {
-    /// Live messages.
-    pub fn len(&self) -> usize {
-        self.items.len() - self.dead
-    }
+/// The messages of one priority level, in sequence order (one level for a plain queue).
+#[derive(Debug)]
+struct Level {
+    key: u8,
+    items: VecDeque<QueuedMessage>,
+    dead: usize,
+}
 
-    pub fn is_empty(&self) -> bool {
-        self.items.is_empty()
-    }
-
-    /// Body bytes of the live messages (what `x-max-length-bytes` limits).
-    pub fn bytes(&self) -> usize {
-        self.bytes
-    }
-
-    pub fn front(&self) -> Option<&QueuedMessage> {
-        self.items.front()
-    }
-
-    pub fn back(&self) -> Option<&QueuedMessage> {
-        self.items.back()
-    }
-
-    /// Live messages in order.
-    pub fn iter(&self) -> impl Iterator<Item = &QueuedMessage> {
-        self.items.iter().filter(|m| !m.dead)
-    }
-
-    fn push_back(&mut self, m: QueuedMessage) {
-        self.bytes += m.message.body.len();
-        self.items.push_back(m);
-    }
-
-    pub fn pop_front(&mut self) -> Option<QueuedMessage> {
-        let m = self.items.pop_front()?;
-        self.bytes -= m.message.body.len();
-        self.trim();
-        Some(m)
-    }
-
-    pub fn pop_back(&mut self) -> Option<QueuedMessage> {
-        let m = self.items.pop_back()?;
-        self.bytes -= m.message.body.len();
-        self.trim();
-        Some(m)
-    }
-
+impl Level {
     /// Drops tombstones that reached either end.
     fn trim(&mut self) {
         while self.items.front().is_some_and(|m| m.dead) {
@@ -132,52 +91,169 @@ impl Ready {
             self.dead -= 1;
         }
     }
+}
+
+/// The ready messages of a queue, in delivery order: by priority level (highest first; a plain
+/// queue has one level), then by sequence number. A sequence number carries its level in its top
+/// byte, so the whole order is the order of sequence numbers. Only levels that hold messages
+/// exist, so memory and speed do not depend on `x-max-priority` (RabbitMQ keeps a backing queue
+/// per possible level). Messages normally leave at the front; an expired message in the middle is
+/// replaced by a tombstone (body dropped) instead of shifting the deque, and tombstones are
+/// skipped and compacted lazily. The first and last entries of a level are never tombstones.
+#[derive(Debug, Default)]
+pub struct Ready {
+    /// Non-empty levels, by ascending key (descending priority).
+    levels: Vec<Level>,
+    live: usize,
+    bytes: usize,
+}
+
+impl Ready {
+    /// Live messages.
+    pub fn len(&self) -> usize {
+        self.live
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.levels.is_empty()
+    }
+
+    /// Body bytes of the live messages (what `x-max-length-bytes` limits).
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// The next message to deliver.
+    pub fn front(&self) -> Option<&QueuedMessage> {
+        self.levels.first()?.items.front()
+    }
+
+    /// The last message to deliver.
+    pub fn back(&self) -> Option<&QueuedMessage> {
+        self.levels.last()?.items.back()
+    }
+
+    /// Live messages in delivery order.
+    pub fn iter(&self) -> impl Iterator<Item = &QueuedMessage> {
+        self.levels.iter().flat_map(|l| l.items.iter()).filter(|m| !m.dead)
+    }
+
+    /// The index of the level for `seq`: Ok when it exists, Err with its place when not.
+    fn find_level(&self, seq: u64) -> std::result::Result<usize, usize> {
+        let key = level_of(seq);
+        match self.levels.as_slice() {
+            [only] if only.key == key => Ok(0),
+            levels => levels.binary_search_by_key(&key, |l| l.key),
+        }
+    }
+
+    fn level_mut(&mut self, seq: u64) -> &mut Level {
+        let i = match self.find_level(seq) {
+            Ok(i) => i,
+            Err(i) => {
+                self.levels.insert(i, Level { key: level_of(seq), items: VecDeque::new(), dead: 0 });
+                i
+            }
+        };
+        &mut self.levels[i]
+    }
+
+    /// Appends a message newer than every message of its level.
+    fn push_back(&mut self, m: QueuedMessage) {
+        self.bytes += m.message.body.len();
+        self.live += 1;
+        self.level_mut(m.seq).items.push_back(m);
+    }
+
+    /// Removes level `i` from the list when it has no messages left.
+    fn settle_level(&mut self, i: usize) {
+        self.levels[i].trim();
+        if self.levels[i].items.is_empty() {
+            self.levels.remove(i);
+        }
+    }
+
+    pub fn pop_front(&mut self) -> Option<QueuedMessage> {
+        let m = self.levels.first_mut()?.items.pop_front()?;
+        self.settle_level(0);
+        self.bytes -= m.message.body.len();
+        self.live -= 1;
+        Some(m)
+    }
+
+    pub fn pop_back(&mut self) -> Option<QueuedMessage> {
+        let last = self.levels.len().checked_sub(1)?;
+        let m = self.levels[last].items.pop_back()?;
+        self.settle_level(last);
+        self.bytes -= m.message.body.len();
+        self.live -= 1;
+        Some(m)
+    }
 
     /// Inserts at the message's sequence position.
     fn insert(&mut self, m: QueuedMessage) {
         self.bytes += m.message.body.len();
+        self.live += 1;
+        let level = self.level_mut(m.seq);
         // Requeues are usually of the oldest messages; the search is logarithmic anyway.
-        let pos = self.items.partition_point(|x| x.seq < m.seq);
-        self.items.insert(pos, m);
+        let pos = level.items.partition_point(|x| x.seq < m.seq);
+        level.items.insert(pos, m);
     }
 
     /// Removes the live message with sequence number `seq`, if it is here.
     pub fn take(&mut self, seq: u64) -> Option<QueuedMessage> {
-        let i = self.items.binary_search_by_key(&seq, |m| m.seq).ok()?;
-        if self.items[i].dead {
+        let li = self.find_level(seq).ok()?;
+        let level = &mut self.levels[li];
+        let i = level.items.binary_search_by_key(&seq, |m| m.seq).ok()?;
+        if level.items[i].dead {
             return None;
         }
-        if i == 0 {
-            return self.pop_front();
-        }
-        if i + 1 == self.items.len() {
-            return self.pop_back();
-        }
-        let slot = &mut self.items[i];
-        let message = std::mem::replace(&mut slot.message, tombstone());
-        slot.dead = true;
-        let taken = QueuedMessage { message, dead: false, ..slot.clone() };
-        self.dead += 1;
+        let taken = if i == 0 || i + 1 == level.items.len() {
+            let m = if i == 0 { level.items.pop_front() } else { level.items.pop_back() };
+            self.settle_level(li);
+            m?
+        } else {
+            let slot = &mut level.items[i];
+            let message = std::mem::replace(&mut slot.message, tombstone());
+            slot.dead = true;
+            let taken = QueuedMessage { message, dead: false, ..slot.clone() };
+            level.dead += 1;
+            if level.dead > TOMBSTONES_MIN && level.dead * 2 > level.items.len() {
+                level.items.retain(|m| !m.dead);
+                level.dead = 0;
+            }
+            taken
+        };
         self.bytes -= taken.message.body.len();
-        if self.dead > TOMBSTONES_MIN && self.dead * 2 > self.items.len() {
-            self.items.retain(|m| !m.dead);
-            self.dead = 0;
-        }
+        self.live -= 1;
         Some(taken)
     }
 
     /// Removes every live message, in order.
     fn drain(&mut self) -> Vec<QueuedMessage> {
         self.bytes = 0;
-        self.dead = 0;
-        std::mem::take(&mut self.items).into_iter().filter(|m| !m.dead).collect()
+        self.live = 0;
+        std::mem::take(&mut self.levels).into_iter().flat_map(|l| l.items).filter(|m| !m.dead).collect()
+    }
+
+    /// The live message with sequence number `seq`.
+    fn iter_at(&self, seq: u64) -> Option<&QueuedMessage> {
+        let level = &self.levels[self.find_level(seq).ok()?];
+        let i = level.items.binary_search_by_key(&seq, |m| m.seq).ok()?;
+        Some(&level.items[i]).filter(|m| !m.dead)
     }
 
     fn invariants(&self) {
-        debug_assert!(self.items.iter().zip(self.items.iter().skip(1)).all(|(a, b)| a.seq < b.seq));
+        debug_assert!(self.levels.windows(2).all(|w| w[0].key < w[1].key));
+        for l in &self.levels {
+            debug_assert!(!l.items.is_empty());
+            debug_assert!(l.items.iter().all(|m| level_of(m.seq) == l.key));
+            debug_assert!(l.items.iter().zip(l.items.iter().skip(1)).all(|(a, b)| a.seq < b.seq));
+            debug_assert_eq!(l.dead, l.items.iter().filter(|m| m.dead).count());
+            debug_assert!(!l.items.front().is_some_and(|m| m.dead) && !l.items.back().is_some_and(|m| m.dead));
+        }
+        debug_assert_eq!(self.live, self.iter().count());
         debug_assert_eq!(self.bytes, self.iter().map(|m| m.message.body.len()).sum::<usize>());
-        debug_assert_eq!(self.dead, self.items.iter().filter(|m| m.dead).count());
-        debug_assert!(!self.items.front().is_some_and(|m| m.dead) && !self.items.back().is_some_and(|m| m.dead));
     }
 }
 
@@ -281,6 +357,8 @@ pub struct Consumer {
     pub arguments: FieldTable,
     /// The consuming connection's write credit.
     pub credit: Arc<crate::WriteCredit>,
+    /// `x-priority`: consumers of a higher priority get messages first (0 by default).
+    pub priority: i32,
 }
 
 #[derive(Debug)]
@@ -295,6 +373,8 @@ pub struct Queue {
     /// TTL, dead-lettering and length limits from the arguments; None for a plain queue, which
     /// then pays one branch per message for all of them.
     pub features: Option<Box<QueueFeatures>>,
+    /// `x-max-priority`: message priorities above it count as it; 0 for a queue without levels.
+    pub max_priority: u8,
     pub ready: Ready,
     /// Ready messages behind `ready` whose bodies were paged out (journaled queues only).
     pub paged: Paged,
@@ -314,6 +394,11 @@ pub struct Queue {
     /// The earliest deadline a broker timer is set for; `u64::MAX` when none is.
     pub(crate) timer_ms: u64,
     next_seq: u64,
+}
+
+/// `x-max-priority` (validated at declare: 0..=255).
+fn max_priority(args: &FieldTable) -> u8 {
+    args.get("x-max-priority").and_then(amqp_codec::FieldValue::as_i64).map_or(0, |p| p.clamp(0, 255) as u8)
 }
 
 /// Stale expiry entries tolerated before the heap is rebuilt, beyond twice the ready count.
@@ -337,6 +422,7 @@ impl Queue {
             exclusive_owner,
             auto_delete,
             features: QueueFeatures::from_arguments(&arguments),
+            max_priority: max_priority(&arguments),
             arguments,
             ready: Ready::default(),
             paged: Paged::default(),
@@ -364,12 +450,17 @@ impl Queue {
         redelivered: bool,
         expires_at_ms: u64,
     ) -> u64 {
-        let seq = self.next_seq;
+        // The top byte orders priority levels, highest first (see `Ready`).
+        let level = match self.max_priority {
+            0 => 0,
+            max => 255 - message.summary.priority.unwrap_or(0).min(max),
+        };
+        let seq = self.next_seq | (u64::from(level) << 56);
         self.next_seq += 1;
         if expires_at_ms != 0 {
             self.watch_expiry(expires_at_ms, seq);
         }
-        let m = QueuedMessage { seq, message, redelivered, msg_id, expires_at_ms, dead: false };
+        let m = QueuedMessage { seq, message, redelivered, msg_id, expires_at_ms, dead: false, returns: 0 };
         if self.paged.is_empty() {
             self.ready.push_back(m);
         } else {
@@ -385,7 +476,7 @@ impl Queue {
     /// already. Only plain queues page (no TTL, dead-lettering or length limits) and only
     /// messages without a deadline. Returns true when it was paged out.
     pub fn page_out(&mut self, seq: u64, location: u64, budget: usize) -> bool {
-        if self.features.is_some() || location >= DEAD {
+        if self.features.is_some() || self.max_priority != 0 || location >= DEAD {
             return false;
         }
         if let Some(last) = self.paged.items.back_mut() {
@@ -436,6 +527,7 @@ impl Queue {
                             msg_id: p.id & !REDELIVERED,
                             expires_at_ms: 0,
                             dead: false,
+                            returns: 0,
                         },
                         None => {
                             lost += 1;
@@ -544,6 +636,21 @@ impl Queue {
         self.consumers.len() as u32
     }
 
+    /// Adds a consumer after every consumer of the same or a higher priority, so `consumers` is
+    /// ordered by priority (highest first), then by arrival.
+    pub fn add_consumer(&mut self, c: Consumer) {
+        let pos = self.consumers.partition_point(|x| x.priority >= c.priority);
+        if pos <= self.next_consumer && pos < self.consumers.len() {
+            self.next_consumer += 1;
+        }
+        self.consumers.insert(pos, c);
+    }
+
+    /// `x-single-active-consumer`: only the first consumer receives messages.
+    pub fn single_active(&self) -> bool {
+        self.features.as_deref().is_some_and(|f| f.single_active_consumer)
+    }
+
     pub fn has_exclusive_consumer(&self) -> bool {
         self.consumers.iter().any(|c| c.exclusive)
     }
@@ -570,13 +677,5 @@ impl Queue {
         // Every ready message with a deadline has an entry in the heap (stale ones may add more).
         let deadlines = self.ready.iter().chain(self.paged.held.values()).filter(|m| m.expires_at_ms != 0).count();
         debug_assert!(deadlines <= self.expiry.len());
-    }
-}
-
-impl Ready {
-    /// The live message with sequence number `seq`.
-    fn iter_at(&self, seq: u64) -> Option<&QueuedMessage> {
-        let i = self.items.binary_search_by_key(&seq, |m| m.seq).ok()?;
-        Some(&self.items[i]).filter(|m| !m.dead)
     }
 }

@@ -15,6 +15,7 @@ use std::cmp::Reverse;
 use crate::dead_letter::{dead_lettered_copy, is_cycle, DeadLetter, Reason};
 use crate::queue::{Queue, QueuedMessage};
 use crate::{Broker, Effects, Journal, QueueId};
+use amqp_codec::FieldValue;
 
 /// Stale broker timers tolerated before the heap is rebuilt, beyond twice the queue count.
 const TIMERS_SLACK: usize = 1024;
@@ -115,13 +116,25 @@ impl Broker {
 
     /// Puts an unacknowledged message back in its queue, or dead-letters it as expired when its
     /// deadline passed while it was out.
-    pub(crate) fn requeue_entry(&mut self, qid: QueueId, entry: QueuedMessage) {
+    pub(crate) fn requeue_entry(&mut self, qid: QueueId, mut entry: QueuedMessage) {
         let now = self.now_ms;
         let Some(q) = self.queues.get_mut(&qid) else { return };
         self.dirty.push(qid);
         if entry.is_expired(now) {
             Self::dead_letter(q, entry, Reason::Expired, &mut *self.journal, &mut self.dead_letters);
             return;
+        }
+        if let Some(limit) = q.features.as_deref().and_then(|f| f.delivery_limit) {
+            entry.returns = entry.returns.saturating_add(1);
+            if u64::from(entry.returns) > limit {
+                Self::dead_letter(q, entry, Reason::DeliveryLimit, &mut *self.journal, &mut self.dead_letters);
+                return;
+            }
+            // RabbitMQ compat (quorum queues): consumers see how often it came back.
+            let count = FieldValue::I64(i64::from(entry.returns));
+            if let Some(m) = crate::dead_letter::with_header(&entry.message, "x-delivery-count", count) {
+                entry.message = std::sync::Arc::new(m);
+            }
         }
         let deadline = entry.expires_at_ms;
         q.requeue(entry);
