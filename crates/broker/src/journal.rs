@@ -61,6 +61,39 @@ pub enum Definition {
         routing_key: String,
         arguments: FieldTable,
     },
+    /// A user created or changed (see `auth.rs`); `password_hash` as RabbitMQ's sha256 scheme.
+    User {
+        name: String,
+        password_hash: String,
+        tags: Vec<String>,
+    },
+    UserDeleted {
+        name: String,
+    },
+    Permission {
+        vhost: String,
+        user: String,
+        configure: String,
+        write: String,
+        read: String,
+    },
+    PermissionCleared {
+        vhost: String,
+        user: String,
+    },
+    TopicPermission {
+        vhost: String,
+        user: String,
+        exchange: String,
+        write: String,
+        read: String,
+    },
+    /// One exchange's topic permission, or all of the user's in the vhost when None.
+    TopicPermissionCleared {
+        vhost: String,
+        user: String,
+        exchange: Option<String>,
+    },
 }
 
 /// The broker's calls into durable storage. Appends are buffered; `written` numbers them.
@@ -293,6 +326,12 @@ pub fn encode_definition(d: &Definition) -> BytesMut {
             t.insert("t", s("queue-deleted"));
             t.insert("id", FieldValue::I64(*id as i64));
         }
+        Definition::User { .. }
+        | Definition::UserDeleted { .. }
+        | Definition::Permission { .. }
+        | Definition::PermissionCleared { .. }
+        | Definition::TopicPermission { .. }
+        | Definition::TopicPermissionCleared { .. } => crate::auth::encode_definition(d, &mut t),
     }
     let mut out = BytesMut::new();
     // Encoding a table of short keys cannot fail.
@@ -338,7 +377,7 @@ pub fn decode_definition(payload: &[u8]) -> Option<Definition> {
                 Definition::BindingDeleted { vhost, source, to_queue, destination, routing_key, arguments }
             }
         }
-        _ => return None,
+        other => return crate::auth::decode_definition(other, &t),
     })
 }
 

@@ -8,6 +8,8 @@
 //! in the order it must be written. The server carries the effects out. Everything is
 //! deterministic, which keeps it testable without sockets.
 
+pub mod admin;
+pub mod auth;
 pub mod channel;
 pub mod dead_letter;
 pub mod durable;
@@ -312,6 +314,8 @@ pub struct Broker {
     unarmed: Vec<QueueId>,
     /// Messages on their way to dead-letter exchanges, published before the call returns.
     dead_letters: VecDeque<DeadLetter>,
+    /// Users, permissions and connection details (see `auth.rs`).
+    auth: auth::Auth,
 }
 
 fn queue_desc(name: &str, vhost: &str) -> String {
@@ -421,6 +425,7 @@ impl Broker {
             wake_pending: false,
             unarmed: Vec::new(),
             dead_letters: VecDeque::new(),
+            auth: auth::Auth::default(),
         };
         b.add_vhost("/");
         b
@@ -642,6 +647,9 @@ impl Broker {
     }
 
     fn handle_inner(&mut self, conn: ConnectionId, ch: u16, method: Method, fx: &mut Effects) -> Result<()> {
+        if self.auth.initialized {
+            self.authorize(conn, &method)?;
+        }
         match method {
             Method::ExchangeDeclare(m) => self.exchange_declare(conn, ch, m, fx),
             Method::ExchangeDelete(m) => self.exchange_delete(conn, ch, m, fx),
@@ -1445,6 +1453,9 @@ impl Broker {
         if flags.immediate {
             return Err(AmqpError::not_implemented("immediate=true"));
         }
+        if self.auth.initialized {
+            self.authorize_publish(conn, &message)?;
+        }
         let state = self.connections.get(&conn).ok_or_else(|| AmqpError::channel_error("connection not open"))?;
         let vhost = self.vhosts.get(&state.vhost).ok_or_else(|| no_exchange(&message.exchange, &state.vhost))?;
         let Some(x) = vhost.exchanges.get(&message.exchange) else {
@@ -1736,8 +1747,7 @@ impl Broker {
                     let prio = q.consumers[start].priority;
                     let len = q.consumers[start..].iter().take_while(|c| c.priority == prio).count();
                     let offset = q.next_consumer.checked_sub(start).filter(|&o| o < len).unwrap_or(0);
-                    chosen =
-                        (0..len).map(|i| start + (offset + i) % len).find(|&idx| can_take(&q.consumers[idx]));
+                    chosen = (0..len).map(|i| start + (offset + i) % len).find(|&idx| can_take(&q.consumers[idx]));
                     start += len;
                 }
             }
@@ -1808,6 +1818,9 @@ impl Broker {
     /// Applies a journaled definition during recovery (run before `set_journal`, so nothing is
     /// journaled again).
     pub fn restore_definition(&mut self, d: Definition) {
+        if self.auth.apply(&d) {
+            return;
+        }
         match d {
             Definition::Vhost { name } => {
                 self.add_vhost(&name);
@@ -1853,6 +1866,13 @@ impl Broker {
             Definition::BindingDeleted { vhost, source, to_queue, destination, routing_key, arguments } => {
                 self.restore_binding(&vhost, &source, to_queue, destination, &routing_key, arguments, false)
             }
+            // Applied by `auth.apply` above.
+            Definition::User { .. }
+            | Definition::UserDeleted { .. }
+            | Definition::Permission { .. }
+            | Definition::PermissionCleared { .. }
+            | Definition::TopicPermission { .. }
+            | Definition::TopicPermissionCleared { .. } => {}
         }
     }
 

@@ -88,7 +88,7 @@ pub async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
     if shared.connection_count.load(Ordering::Relaxed) > shared.config.connection_max {
         tracing::warn!(%peer, "connection refused: connection_max {} reached", shared.config.connection_max);
     } else {
-        match run(&shared, id, stream).await {
+        match run(&shared, id, stream, peer).await {
             Ok(()) => tracing::debug!(%peer, "connection closed"),
             Err(e) => tracing::info!(%peer, "connection ended: {e}"),
         }
@@ -192,13 +192,15 @@ fn credentials(mechanism: &str, response: &[u8]) -> Option<(String, String)> {
     }
 }
 
-/// Compares secrets in time independent of where they differ.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    let mut diff = a.len() ^ b.len();
-    for i in 0..a.len().max(b.len()) {
-        diff |= (a.get(i).copied().unwrap_or(0) ^ b.get(i).copied().unwrap_or(0)) as usize;
-    }
-    diff == 0
+/// True for loopback peers, IPv4-mapped IPv6 ones (a dual-stack listener's IPv4 clients) too:
+/// RabbitMQ's `loopback_users` judge the peer address.
+pub fn is_loopback(ip: std::net::IpAddr) -> bool {
+    ip.to_canonical().is_loopback()
+}
+
+/// `127.0.0.1:5672`, or for IPv4-mapped addresses the IPv4 form, as RabbitMQ names connections.
+fn show_addr(a: SocketAddr) -> String {
+    SocketAddr::new(a.ip().to_canonical(), a.port()).to_string()
 }
 
 struct Negotiated {
@@ -216,6 +218,7 @@ async fn handshake(
     id: ConnectionId,
     reader: &mut Reader,
     wr: &mut OwnedWriteHalf,
+    peer: SocketAddr,
 ) -> Result<Negotiated, End> {
     let cfg = &shared.config;
     while reader.buf.len() < 8 {
@@ -257,11 +260,21 @@ async fn handshake(
     let Some((user, pass)) = credentials(&start_ok.mechanism, &start_ok.response) else {
         return Err(refused(&start_ok.mechanism));
     };
-    if !(constant_time_eq(user.as_bytes(), cfg.default_user.as_bytes())
-        && constant_time_eq(pass.as_bytes(), cfg.default_pass.as_bytes()))
-    {
-        tracing::warn!("user '{user}' failed to authenticate with {}", start_ok.mechanism);
-        return Err(refused(&start_ok.mechanism));
+    let login = shared.broker.lock().authenticate(&user, &pass, is_loopback(peer.ip()), &cfg.default_user).map(|_| ());
+    match login {
+        Ok(()) => {}
+        Err(broker::auth::LoginError::LoopbackOnly) => {
+            tracing::warn!("user '{user}' can only connect via localhost (peer {peer})");
+            // RabbitMQ compat: RabbitMQ logs this reason and sends its generic text; we say it.
+            return Err(End::hard(
+                ACCESS_REFUSED,
+                text(ACCESS_REFUSED, format!("user '{user}' can only connect via localhost")),
+            ));
+        }
+        Err(broker::auth::LoginError::Refused) => {
+            tracing::warn!("user '{user}' failed to authenticate with {}", start_ok.mechanism);
+            return Err(refused(&start_ok.mechanism));
+        }
     }
     let tune = ConnectionTune { channel_max: cfg.channel_max, frame_max: cfg.frame_max, heartbeat: cfg.heartbeat_secs };
     write_frames(wr, &[(0, tune.into())]).await?;
@@ -302,8 +315,31 @@ async fn handshake(
         other => return Err(unexpected_in_handshake("connection.open", &other)),
     };
     let credit = WriteCredit::new(WRITE_CREDIT_BYTES);
-    if let Err(e) = shared.broker.lock().connection_open(id, &open.virtual_host, &user, credit.clone()) {
-        return Err(End::from_amqp(e, 10, 40));
+    {
+        let mut broker = shared.broker.lock();
+        let opened = broker
+            .check_vhost_access(&user, &open.virtual_host)
+            .and_then(|()| broker.connection_open(id, &open.virtual_host, &user, credit.clone()));
+        if let Err(e) = opened {
+            return Err(End::from_amqp(e, 10, 40));
+        }
+        let local = wr.local_addr().ok();
+        broker.set_connection_meta(
+            id,
+            broker::auth::ConnectionMeta {
+                name: format!("{} -> {}", show_addr(peer), local.map(show_addr).unwrap_or_default()),
+                peer_host: peer.ip().to_canonical().to_string(),
+                peer_port: peer.port(),
+                host: local.map(|a| a.ip().to_canonical().to_string()).unwrap_or_default(),
+                port: local.map(|a| a.port()).unwrap_or(0),
+                client_properties: start_ok.client_properties.clone(),
+                connected_at_ms: crate::now_ms(),
+                frame_max,
+                channel_max,
+                heartbeat_secs: tune_ok.heartbeat,
+                auth_mechanism: start_ok.mechanism.clone(),
+            },
+        );
     }
     write_frames(wr, &[(0, ConnectionOpenOk { known_hosts: String::new() }.into())]).await?;
     let blocked_capable = match start_ok.client_properties.get("capabilities") {
@@ -329,7 +365,7 @@ fn unexpected_in_handshake(expected: &str, got: &Frame) -> End {
     }
 }
 
-async fn run(shared: &Arc<Shared>, id: ConnectionId, stream: TcpStream) -> Result<(), String> {
+async fn run(shared: &Arc<Shared>, id: ConnectionId, stream: TcpStream, peer: SocketAddr) -> Result<(), String> {
     let (rd, mut wr) = stream.into_split();
     let mut reader = Reader {
         rd,
@@ -337,7 +373,7 @@ async fn run(shared: &Arc<Shared>, id: ConnectionId, stream: TcpStream) -> Resul
         decoder: FrameDecoder::new(shared.config.frame_max),
     };
     let timeout = Duration::from_secs(shared.config.handshake_timeout_secs);
-    let negotiated = match tokio::time::timeout(timeout, handshake(shared, id, &mut reader, &mut wr)).await {
+    let negotiated = match tokio::time::timeout(timeout, handshake(shared, id, &mut reader, &mut wr, peer)).await {
         Err(_) => return Err("handshake timed out".into()),
         Ok(Err(End::Io(e))) => return Err(e),
         Ok(Err(End::Hard { code, text, class_id, method_id })) => {

@@ -169,6 +169,20 @@ pub fn open_broker(config: &Config) -> anyhow::Result<Broker> {
         started.elapsed().as_millis()
     );
     broker.set_journal(Box::new(journal));
+    if broker.auth_uninitialized() {
+        // RabbitMQ compat: a fresh node gets the default user, an administrator with full
+        // permissions on "/".
+        let hash = broker::auth::hash_password(&config.default_pass, rand::random());
+        broker
+            .put_user(&config.default_user, &hash, &["administrator".to_owned()])
+            .map_err(|e| anyhow::anyhow!("cannot create the default user: {e}"))?;
+        if broker.vhosts.contains_key("/") {
+            broker
+                .set_permissions("/", &config.default_user, ".*", ".*", ".*")
+                .map_err(|e| anyhow::anyhow!("cannot set the default user's permissions: {e}"))?;
+        }
+        tracing::info!("created the default user '{}'", config.default_user);
+    }
     Ok(broker)
 }
 
