@@ -122,6 +122,7 @@ impl Broker {
             );
         }
         self.vhosts.remove(name);
+        self.policies.retain(|p| p.vhost != name);
         let d = crate::Definition::VhostDeleted { name: name.to_owned() };
         self.journal.define(&d);
         self.auth.apply(&d);

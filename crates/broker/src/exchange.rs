@@ -61,6 +61,8 @@ pub struct Exchange {
     pub bindings: Vec<Binding>,
     /// Direct exchanges: routing key → indexes into `bindings`.
     direct_index: HashMap<String, Vec<usize>>,
+    /// `alternate-exchange` from the policy in force (the argument wins over it).
+    pub policy_alternate: Option<String>,
 }
 
 impl Exchange {
@@ -81,11 +83,12 @@ impl Exchange {
             arguments,
             bindings: Vec::new(),
             direct_index: HashMap::new(),
+            policy_alternate: None,
         }
     }
 
     pub fn alternate_exchange(&self) -> Option<&str> {
-        self.arguments.get("alternate-exchange").and_then(|v| v.as_str())
+        self.arguments.get("alternate-exchange").and_then(|v| v.as_str()).or(self.policy_alternate.as_deref())
     }
 
     /// Adds a binding; false when an identical one exists (binding is idempotent).

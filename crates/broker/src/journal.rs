@@ -94,6 +94,21 @@ pub enum Definition {
         user: String,
         exchange: Option<String>,
     },
+    /// A policy or operator policy set (see `policy.rs`).
+    Policy {
+        vhost: String,
+        name: String,
+        pattern: String,
+        apply_to: String,
+        priority: i64,
+        definition: FieldTable,
+        operator: bool,
+    },
+    PolicyDeleted {
+        vhost: String,
+        name: String,
+        operator: bool,
+    },
 }
 
 /// The broker's calls into durable storage. Appends are buffered; `written` numbers them.
@@ -332,6 +347,22 @@ pub fn encode_definition(d: &Definition) -> BytesMut {
         | Definition::PermissionCleared { .. }
         | Definition::TopicPermission { .. }
         | Definition::TopicPermissionCleared { .. } => crate::auth::encode_definition(d, &mut t),
+        Definition::Policy { vhost, name, pattern, apply_to, priority, definition, operator } => {
+            t.insert("t", s("policy"));
+            t.insert("vhost", s(vhost));
+            t.insert("name", s(name));
+            t.insert("pattern", s(pattern));
+            t.insert("apply_to", s(apply_to));
+            t.insert("priority", FieldValue::I64(*priority));
+            t.insert("definition", FieldValue::Table(definition.clone()));
+            t.insert("operator", FieldValue::Bool(*operator));
+        }
+        Definition::PolicyDeleted { vhost, name, operator } => {
+            t.insert("t", s("policy-deleted"));
+            t.insert("vhost", s(vhost));
+            t.insert("name", s(name));
+            t.insert("operator", FieldValue::Bool(*operator));
+        }
     }
     let mut out = BytesMut::new();
     // Encoding a table of short keys cannot fail.
@@ -377,6 +408,16 @@ pub fn decode_definition(payload: &[u8]) -> Option<Definition> {
                 Definition::BindingDeleted { vhost, source, to_queue, destination, routing_key, arguments }
             }
         }
+        "policy" => Definition::Policy {
+            vhost: s("vhost")?,
+            name: s("name")?,
+            pattern: s("pattern")?,
+            apply_to: s("apply_to")?,
+            priority: t.get("priority").and_then(FieldValue::as_i64).unwrap_or(0),
+            definition: table("definition"),
+            operator: b("operator"),
+        },
+        "policy-deleted" => Definition::PolicyDeleted { vhost: s("vhost")?, name: s("name")?, operator: b("operator") },
         other => return crate::auth::decode_definition(other, &t),
     })
 }

@@ -19,6 +19,7 @@ pub mod features;
 pub mod headers;
 pub mod journal;
 pub mod message;
+pub mod policy;
 pub mod queue;
 mod timers;
 pub mod topic;
@@ -314,6 +315,8 @@ pub struct Broker {
     unarmed: Vec<QueueId>,
     /// Messages on their way to dead-letter exchanges, published before the call returns.
     dead_letters: VecDeque<DeadLetter>,
+    /// Policies and operator policies of every vhost (see `policy.rs`).
+    policies: Vec<policy::Policy>,
     /// Users, permissions and connection details (see `auth.rs`).
     auth: auth::Auth,
 }
@@ -425,6 +428,7 @@ impl Broker {
             wake_pending: false,
             unarmed: Vec::new(),
             dead_letters: VecDeque::new(),
+            policies: Vec::new(),
             auth: auth::Auth::default(),
         };
         b.add_vhost("/");
@@ -896,7 +900,8 @@ impl Broker {
                         arguments: m.arguments.clone(),
                     });
                 }
-                let x = Exchange::new(&m.exchange, kind, m.durable, m.auto_delete, m.internal, m.arguments);
+                let mut x = Exchange::new(&m.exchange, kind, m.durable, m.auto_delete, m.internal, m.arguments);
+                x.policy_alternate = policy::alternate_for(&self.policies, &vhost_name, &m.exchange);
                 vhost.exchanges.insert(m.exchange.clone(), x);
             }
         }
@@ -1121,6 +1126,7 @@ impl Broker {
                 if let Some(v) = self.vhosts.get_mut(&vhost_name) {
                     v.queues.insert(name.clone(), id);
                 }
+                self.apply_queue_policy(id);
                 if m.exclusive {
                     if let Some(c) = self.connections.get_mut(&conn) {
                         c.exclusive_queues.push(id);
@@ -1831,10 +1837,12 @@ impl Broker {
                         self.queues.remove(&qid);
                     }
                 }
+                self.policies.retain(|p| p.vhost != name);
             }
             Definition::Exchange { vhost, name, kind, auto_delete, internal, arguments } => {
                 if let Some(v) = self.vhosts.get_mut(&vhost) {
-                    let x = Exchange::new(&name, kind, true, auto_delete, internal, arguments);
+                    let mut x = Exchange::new(&name, kind, true, auto_delete, internal, arguments);
+                    x.policy_alternate = policy::alternate_for(&self.policies, &vhost, &name);
                     v.exchanges.entry(name).or_insert(x);
                 }
             }
@@ -1849,11 +1857,12 @@ impl Broker {
                 if let Some(v) = self.vhosts.get_mut(&vhost) {
                     v.queues.insert(name.clone(), id);
                     let q = Queue::new(id, &vhost, &name, true, None, auto_delete, arguments);
-                    if q.features.as_ref().is_some_and(|f| f.expires_ms.is_some()) {
+                    self.queues.insert(id, q);
+                    self.apply_queue_policy(id);
+                    if self.queues.get(&id).and_then(|q| q.features.as_ref()).is_some_and(|f| f.expires_ms.is_some()) {
                         // RabbitMQ compat: the x-expires period restarts when the broker does.
                         self.unarmed.push(id);
                     }
-                    self.queues.insert(id, q);
                     self.next_queue_id = self.next_queue_id.max(id + 1);
                 }
             }
@@ -1865,6 +1874,17 @@ impl Broker {
             }
             Definition::BindingDeleted { vhost, source, to_queue, destination, routing_key, arguments } => {
                 self.restore_binding(&vhost, &source, to_queue, destination, &routing_key, arguments, false)
+            }
+            d @ (Definition::Policy { .. } | Definition::PolicyDeleted { .. }) => {
+                let vhost = match &d {
+                    Definition::Policy { vhost, .. } | Definition::PolicyDeleted { vhost, .. } => vhost.clone(),
+                    _ => String::new(),
+                };
+                self.restore_policy(d);
+                // An expiry period a policy gives starts at the first tick, as for arguments.
+                let changed = self.refresh_policies(&vhost);
+                self.unarmed.extend(changed);
+                self.dirty.clear();
             }
             // Applied by `auth.apply` above.
             Definition::User { .. }
@@ -2048,6 +2068,8 @@ fn validate_queue_arguments(args: &FieldTable, name: &str, vhost: &str) -> Resul
 mod feature_tests;
 #[cfg(test)]
 mod paging_tests;
+#[cfg(test)]
+mod policy_tests;
 #[cfg(test)]
 mod priority_tests;
 #[cfg(test)]

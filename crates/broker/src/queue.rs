@@ -375,6 +375,8 @@ pub struct Queue {
     pub features: Option<Box<QueueFeatures>>,
     /// `x-max-priority`: message priorities above it count as it; 0 for a queue without levels.
     pub max_priority: u8,
+    /// A policy or operator policy shaped `features` (see `policy.rs`).
+    pub policy_applied: bool,
     pub ready: Ready,
     /// Ready messages behind `ready` whose bodies were paged out (journaled queues only).
     pub paged: Paged,
@@ -423,6 +425,7 @@ impl Queue {
             auto_delete,
             features: QueueFeatures::from_arguments(&arguments),
             max_priority: max_priority(&arguments),
+            policy_applied: false,
             arguments,
             ready: Ready::default(),
             paged: Paged::default(),

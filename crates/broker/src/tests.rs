@@ -176,11 +176,11 @@ fn write_credit_pauses_and_resumes_dispatch() {
 
 /// An in-memory journal that records what the broker asks of it, shared with the test.
 #[derive(Debug, Default, Clone)]
-struct MemJournal(Arc<std::sync::Mutex<MemLog>>);
+pub(super) struct MemJournal(pub(super) Arc<std::sync::Mutex<MemLog>>);
 
 #[derive(Debug, Default)]
-struct MemLog {
-    defs: Vec<Definition>,
+pub(super) struct MemLog {
+    pub(super) defs: Vec<Definition>,
     messages: Vec<MessageRecord>,
     removed: Vec<(QueueId, MessageId)>,
     delivered: Vec<(QueueId, MessageId)>,
