@@ -135,3 +135,34 @@ def test_delivery_limit_dead_letters_with_count_header(connect, uniq):
     assert body == b"poison"
     assert props.headers["x-death"][0]["reason"] == "delivery_limit"
     assert msg_count(ch.connection, uniq) == 0
+
+
+def test_consumer_ack_timeout_closes_channel_with_406(connect, uniq):
+    conn = connect()
+    ch = conn.channel()
+    ch.queue_declare(uniq, arguments={"x-consumer-timeout": 300})
+    ch.basic_publish("", uniq, b"slow")
+    got = []
+    ch.basic_consume(uniq, lambda c, m, p, b: got.append(b))
+    wait_for(5, lambda: not ch.is_open, pump=conn)
+    assert got == [b"slow"]
+    reason = ch._closing_reason
+    assert reason.reply_code == 406
+    assert "delivery acknowledgement on channel %d timed out" % ch.channel_number in reason.reply_text
+    assert "Timeout value used: 300 ms" in reason.reply_text
+    # The message is back, and the connection and the channel number remain usable.
+    ch2 = conn.channel()
+    assert msg_count(conn, uniq) == 1
+    m, _, body = ch2.basic_get(uniq)
+    assert body == b"slow" and m.redelivered
+    ch2.basic_ack(m.delivery_tag)
+
+
+def test_per_consumer_timeout_argument(connect, uniq):
+    conn = connect()
+    ch = conn.channel()
+    ch.queue_declare(uniq)
+    ch.basic_publish("", uniq, b"x")
+    ch.basic_consume(uniq, lambda c, m, p, b: None, arguments={"x-consumer-timeout": 300})
+    wait_for(5, lambda: not ch.is_open, pump=conn)
+    assert ch._closing_reason.reply_code == 406

@@ -17,6 +17,10 @@ pub struct Unacked {
     pub entry: QueuedMessage,
     /// None for basic.get deliveries.
     pub consumer_tag: Option<Arc<str>>,
+    /// When the acknowledgement timeout closes the channel (broker ms); 0 for never.
+    pub deadline_ms: u64,
+    /// The timeout that set `deadline_ms`, for the error text.
+    pub timeout_ms: u64,
 }
 
 /// Something sent once the journal is durable far enough.
@@ -71,11 +75,14 @@ pub struct Channel {
     pub tx: Option<Vec<TxOp>>,
     /// channel.flow: false stops deliveries.
     pub flow_active: bool,
+    /// The deadline of this channel's live entry in the broker's ack timers (`ack_timeout.rs`);
+    /// `u64::MAX` when it has none.
+    pub ack_timer_ms: u64,
 }
 
 impl Channel {
     pub fn new() -> Self {
-        Channel { flow_active: true, ..Default::default() }
+        Channel { flow_active: true, ack_timer_ms: u64::MAX, ..Default::default() }
     }
 
     pub fn next_tag(&mut self) -> u64 {

@@ -36,6 +36,8 @@ pub struct QueueFeatures {
     /// `x-delivery-limit`: returns to the queue a message may have before it is dead-lettered
     /// (reason delivery_limit) or dropped.
     pub delivery_limit: Option<u64>,
+    /// `x-consumer-timeout`: the acknowledgement timeout of deliveries from this queue.
+    pub consumer_timeout_ms: Option<u64>,
 }
 
 impl QueueFeatures {
@@ -58,6 +60,7 @@ impl QueueFeatures {
             },
             single_active_consumer: matches!(args.get("x-single-active-consumer"), Some(FieldValue::Bool(true))),
             delivery_limit: int("x-delivery-limit"),
+            consumer_timeout_ms: int("x-consumer-timeout"),
         };
         (f != QueueFeatures::default()).then(|| Box::new(f))
     }

@@ -8,6 +8,7 @@
 //! in the order it must be written. The server carries the effects out. Everything is
 //! deterministic, which keeps it testable without sockets.
 
+mod ack_timeout;
 pub mod admin;
 pub mod auth;
 pub mod channel;
@@ -25,7 +26,7 @@ mod timers;
 pub mod topic;
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 
@@ -136,6 +137,9 @@ pub struct BrokerConfig {
     /// read back as consumers drain the queue. Transient messages, messages with a deadline and
     /// queues with TTL, dead-lettering or length-limit arguments are not paged.
     pub queue_memory_bytes_max: usize,
+    /// Default consumer acknowledgement timeout in milliseconds (RabbitMQ's `consumer_timeout`,
+    /// 30 minutes); 0 turns it off. Queues and consumers may set their own (`ack_timeout.rs`).
+    pub consumer_timeout_ms: u64,
 }
 
 impl Default for BrokerConfig {
@@ -145,6 +149,7 @@ impl Default for BrokerConfig {
             queue_flow_backlog: 20_000,
             confirm_before_fsync: false,
             queue_memory_bytes_max: 16 << 20,
+            consumer_timeout_ms: 1_800_000,
         }
     }
 }
@@ -317,6 +322,10 @@ pub struct Broker {
     dead_letters: VecDeque<DeadLetter>,
     /// Policies and operator policies of every vhost (see `policy.rs`).
     policies: Vec<policy::Policy>,
+    /// (deadline, connection, channel): acknowledgement timeouts (see `ack_timeout.rs`).
+    ack_timers: BinaryHeap<Reverse<(u64, ConnectionId, u16)>>,
+    /// Channels the broker closed, until the client's channel.close-ok.
+    server_closed: HashSet<(ConnectionId, u16)>,
     /// Users, permissions and connection details (see `auth.rs`).
     auth: auth::Auth,
 }
@@ -429,6 +438,8 @@ impl Broker {
             unarmed: Vec::new(),
             dead_letters: VecDeque::new(),
             policies: Vec::new(),
+            ack_timers: BinaryHeap::new(),
+            server_closed: HashSet::new(),
             auth: auth::Auth::default(),
         };
         b.add_vhost("/");
@@ -589,6 +600,7 @@ impl Broker {
         for ch in chans {
             self.channel_closed(conn, ch, now_ms, effects);
         }
+        self.server_closed.retain(|(c, _)| *c != conn);
         if let Some(state) = self.connections.remove(&conn) {
             for q in state.exclusive_queues {
                 self.delete_queue_by_id(q, effects);
@@ -598,6 +610,7 @@ impl Broker {
     }
 
     pub fn channel_open(&mut self, conn: ConnectionId, channel: u16) {
+        self.server_closed.remove(&(conn, channel));
         self.channels.insert((conn, channel), Channel::new());
     }
 
@@ -605,6 +618,7 @@ impl Broker {
     pub fn channel_closed(&mut self, conn: ConnectionId, channel: u16, now_ms: u64, effects: &mut Effects) {
         self.advance(now_ms);
         let Some(mut ch) = self.channels.remove(&(conn, channel)) else {
+            self.server_closed.remove(&(conn, channel));
             return;
         };
         // Requeue newest first so each lands in front of the later ones already back.
@@ -645,6 +659,10 @@ impl Broker {
         effects: &mut Effects,
     ) -> Result<()> {
         self.advance(now_ms);
+        if self.is_server_closed(conn, channel) {
+            // Spec: after the server's channel.close, everything but close-ok is discarded.
+            return Ok(());
+        }
         let r = self.handle_inner(conn, channel, method, effects);
         self.run_dispatch(effects);
         r
@@ -1291,6 +1309,7 @@ impl Broker {
             exclusive: m.exclusive,
             prefetch_count,
             unacked: 0,
+            timeout_ms: ack_timeout::consumer_timeout_arg(&m.arguments),
             arguments: m.arguments,
             credit,
             priority,
@@ -1358,7 +1377,20 @@ impl Broker {
         let delivery_tag = c.next_tag();
         let (message, redelivered, msg_id) = (entry.message.clone(), entry.redelivered, entry.msg_id);
         if !m.no_ack {
-            c.unacked.push_back(Unacked { delivery_tag, queue: qid, entry, consumer_tag: None });
+            let timeout_ms = self.ack_timeout_ms(qid, None);
+            let deadline_ms = if timeout_ms == 0 { 0 } else { self.now_ms.saturating_add(timeout_ms) };
+            let c = self.channel_mut(conn, ch)?;
+            c.unacked.push_back(Unacked {
+                delivery_tag,
+                queue: qid,
+                entry,
+                consumer_tag: None,
+                deadline_ms,
+                timeout_ms,
+            });
+            if deadline_ms != 0 {
+                self.watch_ack(conn, ch, deadline_ms);
+            }
         }
         if m.no_ack {
             Self::forget(&mut *self.journal, qid, msg_id);
@@ -1443,6 +1475,9 @@ impl Broker {
         fx: &mut Effects,
     ) -> Result<()> {
         self.advance(now_ms);
+        if self.is_server_closed(conn, ch) {
+            return Ok(());
+        }
         let r = self.publish_checked(conn, ch, flags, message, fx);
         self.run_dispatch(fx);
         r
@@ -1713,6 +1748,7 @@ impl Broker {
             return;
         };
         let n = q.consumers.len();
+        let queue_timeout = q.features.as_deref().and_then(|f| f.consumer_timeout_ms);
         loop {
             if n > 0 {
                 Self::page_in(q, &*self.journal, self.config.queue_memory_bytes_max, &mut self.page_in_failures);
@@ -1782,12 +1818,24 @@ impl Broker {
                 cons.unacked += 1;
                 chan.consumer_unacked += 1;
                 q.unacked_count += 1;
+                let timeout_ms = cons.timeout_ms.or(queue_timeout).unwrap_or(self.config.consumer_timeout_ms);
+                let deadline_ms = if timeout_ms == 0 { 0 } else { now.saturating_add(timeout_ms) };
                 chan.unacked.push_back(Unacked {
                     delivery_tag,
                     queue: qid,
                     entry,
                     consumer_tag: Some(cons.tag.clone()),
+                    deadline_ms,
+                    timeout_ms,
                 });
+                if deadline_ms != 0 && deadline_ms < chan.ack_timer_ms {
+                    chan.ack_timer_ms = deadline_ms;
+                    self.ack_timers.push(Reverse((deadline_ms, cons.conn, cons.channel)));
+                    if deadline_ms < self.timer_wake_ms {
+                        self.timer_wake_ms = deadline_ms;
+                        self.wake_pending = true;
+                    }
+                }
             }
             fx.push(cons.conn, out);
         }
@@ -2016,7 +2064,8 @@ fn validate_queue_arguments(args: &FieldTable, name: &str, vhost: &str) -> Resul
     };
     for (key, v) in args.iter() {
         match key {
-            "x-message-ttl" | "x-expires" | "x-max-length" | "x-max-length-bytes" | "x-delivery-limit" => {
+            "x-message-ttl" | "x-expires" | "x-max-length" | "x-max-length-bytes" | "x-delivery-limit"
+            | "x-consumer-timeout" => {
                 let Some(i) = v.as_i64() else {
                     return Err(bad(key, format!("{{unacceptable_type,{}}}", v.type_name())));
                 };

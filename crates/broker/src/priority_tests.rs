@@ -198,3 +198,46 @@ fn delivery_limit_dead_letters_after_too_many_returns() {
     let deaths = headers.and_then(|h| h.get("x-death").cloned());
     assert!(format!("{deaths:?}").contains("delivery_limit"), "{deaths:?}");
 }
+
+#[test]
+fn ack_timeout_closes_the_channel_and_requeues() {
+    let (mut b, _) = setup();
+    declare(&mut b, "slow", &[("x-consumer-timeout", FieldValue::I64(1000))]);
+    publish_prio(&mut b, "slow", "m", None, T0);
+    let (tag, _) = get(&mut b, "slow", false).expect("a message");
+    let mut fx = Effects::default();
+    assert_eq!(b.tick(T0 + 500, &mut fx), Some(T0 + 1000));
+    assert!(fx.out.is_empty());
+    b.tick(T0 + 1000, &mut fx);
+    let close = fx.out.iter().find_map(|(_, o)| match o {
+        Outbound::Method { method: Method::ChannelClose(c), .. } => Some(c.clone()),
+        _ => None,
+    });
+    let close = close.expect("channel.close sent");
+    assert_eq!(close.reply_code, 406);
+    assert!(close.reply_text.contains("delivery acknowledgement on channel 1 timed out. Timeout value used: 1000 ms"));
+    assert_eq!(ready(&b, "slow"), ["m"], "requeued");
+    // The client's ack, sent before it saw the close, is discarded; then close-ok frees the id.
+    let mut fx = Effects::default();
+    b.handle(1, 1, BasicAck { delivery_tag: tag, multiple: false }.into(), T0 + 1001, &mut fx).expect("discarded");
+    assert!(b.channel_close_ok(1, 1));
+    assert!(!b.channel_close_ok(1, 1));
+}
+
+#[test]
+fn consumer_timeout_argument_wins_and_acks_in_time_keep_the_channel() {
+    let (mut b, _) = setup();
+    declare(&mut b, "q", &[("x-consumer-timeout", FieldValue::I64(1000))]);
+    let mut arguments = FieldTable::new();
+    arguments.insert("x-consumer-timeout", FieldValue::I64(5000));
+    run(&mut b, BasicConsume { queue: "q".into(), consumer_tag: "c".into(), arguments, ..Default::default() });
+    let fx = publish_fx(&mut b, "q", "m1");
+    let [(_, tag, _)] = delivered(&fx)[..] else { panic!("one delivery") };
+    let mut fx = Effects::default();
+    b.tick(T0 + 2000, &mut fx);
+    assert!(fx.out.is_empty(), "the consumer's 5 s applies, not the queue's 1 s");
+    b.handle(1, 1, BasicAck { delivery_tag: tag, multiple: false }.into(), T0 + 2500, &mut fx).expect("ack");
+    b.tick(T0 + 10_000, &mut fx);
+    assert!(fx.out.is_empty(), "nothing overdue once acked");
+    assert!(b.channels.contains_key(&(1, 1)));
+}

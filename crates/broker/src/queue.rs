@@ -359,6 +359,8 @@ pub struct Consumer {
     pub credit: Arc<crate::WriteCredit>,
     /// `x-priority`: consumers of a higher priority get messages first (0 by default).
     pub priority: i32,
+    /// `x-consumer-timeout` given at basic.consume (see `ack_timeout.rs`).
+    pub timeout_ms: Option<u64>,
 }
 
 #[derive(Debug)]

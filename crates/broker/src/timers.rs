@@ -64,8 +64,12 @@ impl Broker {
                 self.arm(qid, next.max(now + 1));
             }
         }
+        self.check_ack_timeouts(fx);
         self.run_dispatch(fx);
-        let next = self.timers.peek().map(|Reverse((d, _))| *d);
+        let next = match (self.timers.peek().map(|Reverse((d, _))| *d), self.next_ack_timer_ms()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         self.timer_wake_ms = next.unwrap_or(u64::MAX);
         self.wake_pending = false;
         fx.tick_at_ms = None;

@@ -72,6 +72,12 @@ pub struct Config {
     #[arg(long, default_value_t = 16 * 1024 * 1024)]
     pub queue_memory_max: usize,
 
+    /// Milliseconds a delivery may stay unacknowledged before its channel is closed with 406
+    /// (RabbitMQ's consumer_timeout); 0 turns it off. Queues (x-consumer-timeout, policy key
+    /// consumer-timeout) and consumers (x-consumer-timeout) may set their own.
+    #[arg(long, default_value_t = 1_800_000)]
+    pub consumer_timeout: u64,
+
     /// Threads serving connections; 0 means half the cores, at least one. 1 runs every
     /// connection on one thread (fewest wake-ups, lowest CPU per message).
     #[arg(long, default_value_t = 0)]

@@ -755,7 +755,14 @@ impl Conn {
                         self.channels.remove(&ch);
                         Ok(())
                     }
-                    Method::ChannelCloseOk(_) => Ok(()),
+                    Method::ChannelCloseOk(_) => {
+                        // The answer to a channel.close the broker sent (an ack timeout).
+                        let (broker, _) = lazy.get_at();
+                        if broker.channel_close_ok(self.id, ch) {
+                            self.channels.remove(&ch);
+                        }
+                        Ok(())
+                    }
                     m if m.class_id() == 10 => {
                         Err(hard(COMMAND_INVALID, format!("connection method '{}' on channel {ch}", m.name())))
                     }

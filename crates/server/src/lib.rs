@@ -151,6 +151,7 @@ pub fn open_broker(config: &Config) -> anyhow::Result<Broker> {
     let broker_config = BrokerConfig {
         confirm_before_fsync: config.confirm_before_fsync,
         queue_memory_bytes_max: config.queue_memory_max,
+        consumer_timeout_ms: config.consumer_timeout,
         ..BrokerConfig::default()
     };
     let mut broker = Broker::new(broker_config, seed);
