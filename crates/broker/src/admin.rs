@@ -56,7 +56,8 @@ pub enum AdminOp {
 }
 
 impl Broker {
-    /// Runs `ops` in order on a fresh internal connection in `vhost` as `user`, stopping at the
+    /// Runs `ops` in order on a fresh internal connection in `vhost` as `user` (empty: a trusted
+    /// caller, unchecked; user names are never empty), stopping at the
     /// first error, then closes the connection (unacked messages are requeued, as when a
     /// client's channel closes). Replies to the internal connection are returned; effects for
     /// others (deliveries to consumers, cancellations) go to `fx`.
@@ -70,8 +71,10 @@ impl Broker {
     ) -> Result<AdminReplies> {
         self.auth.next_internal_connection += 1;
         let conn = INTERNAL_CONNECTION_BASE + self.auth.next_internal_connection;
-        if self.auth.initialized {
+        if self.auth.initialized && !user.is_empty() {
             self.check_vhost_access(user, vhost)?;
+        } else if !self.vhosts.contains_key(vhost) {
+            return Err(AmqpError::not_allowed(format!("vhost {vhost} not found")));
         }
         self.connection_open(conn, vhost, user, WriteCredit::new(i64::MAX / 2))?;
         self.channel_open(conn, 1);

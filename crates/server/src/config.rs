@@ -83,6 +83,16 @@ pub struct Config {
     #[arg(long, default_value_t = 0)]
     pub worker_threads: usize,
 
+    /// Port of the HTTP management API (RabbitMQ's 15672); 0 picks a free port (reported in the
+    /// startup line). Without this flag the default port is tried and, when it is taken, the
+    /// server runs without the API and says so; an explicit port must be free.
+    #[arg(long, env = "WARREN_MANAGEMENT_PORT")]
+    pub management_port: Option<u16>,
+
+    /// Run without the HTTP management API (and so without warrenctl).
+    #[arg(long)]
+    pub no_management: bool,
+
     /// Most client connections at once; more are refused.
     #[arg(long, default_value_t = 65_536)]
     pub connection_max: usize,

@@ -5,6 +5,7 @@
 pub mod alarms;
 pub mod config;
 pub mod connection;
+pub mod control;
 pub mod outbox;
 
 use std::collections::HashMap;
@@ -38,6 +39,8 @@ pub struct Shared {
     sync_signal: (std::sync::Mutex<bool>, std::sync::Condvar),
     /// Wakes the ticker when the broker set a deadline earlier than the one it sleeps until.
     tick_wake: tokio::sync::Notify,
+    /// False after `warrenctl stop_app`: new AMQP connections are refused until `start_app`.
+    pub app_running: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
@@ -122,7 +125,31 @@ fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::from_std(socket.into())
 }
 
-/// Serves AMQP on `listeners` until `shutdown` turns true.
+/// Default port of the HTTP management API (RabbitMQ's).
+pub const MANAGEMENT_PORT_DEFAULT: u16 = 15672;
+
+/// Binds the management API's listener on every address (dual stack), or None when it is
+/// turned off or its default port is taken (an explicitly requested port must bind).
+pub fn bind_management(config: &Config) -> anyhow::Result<Option<TcpListener>> {
+    if config.no_management {
+        return Ok(None);
+    }
+    let port = config.management_port.unwrap_or(MANAGEMENT_PORT_DEFAULT);
+    let v6 = listen(SocketAddr::from(([0u16; 8], port)));
+    let l = match v6 {
+        Ok(l) => Ok(l),
+        Err(_) => listen(SocketAddr::from(([0, 0, 0, 0], port))),
+    };
+    match l {
+        Ok(l) => Ok(Some(l)),
+        Err(e) if config.management_port.is_none() => {
+            tracing::warn!("management API not started: cannot listen on port {port} ({e}); use --management-port");
+            Ok(None)
+        }
+        Err(e) => Err(anyhow::anyhow!("cannot listen on management port {port}: {e}")),
+    }
+}
+
 /// Holds the data directory's lock for as long as it lives.
 pub struct DataDirLock(#[allow(dead_code)] nix::fcntl::Flock<std::fs::File>);
 
@@ -188,12 +215,16 @@ pub fn open_broker(config: &Config) -> anyhow::Result<Broker> {
 }
 
 /// Serves AMQP on `listeners` until `shutdown` turns true.
+/// `mgmt` serves the HTTP API (with `control_secret` granting the local warrenctl access);
+/// `stop` ends the server when it sends true (signals, `warrenctl stop`).
 pub async fn run(
     config: Config,
     broker: Broker,
     listeners: Vec<TcpListener>,
-    shutdown: watch::Receiver<bool>,
+    mgmt: Option<(TcpListener, String)>,
+    stop: Arc<watch::Sender<bool>>,
 ) -> anyhow::Result<()> {
+    let shutdown = stop.subscribe();
     let (alarm_tx, alarm_rx) = watch::channel(alarms::Alarms::default());
     tokio::spawn(alarms::monitor(
         config.data_dir.clone(),
@@ -211,7 +242,27 @@ pub async fn run(
         shutdown: shutdown.clone(),
         sync_signal: (std::sync::Mutex::new(false), std::sync::Condvar::new()),
         tick_wake: tokio::sync::Notify::new(),
+        app_running: std::sync::atomic::AtomicBool::new(true),
     });
+    let mut addrs: Vec<(String, SocketAddr)> =
+        listeners.iter().filter_map(|l| l.local_addr().ok()).map(|a| ("amqp".to_owned(), a)).collect();
+    let mgmt_task = match mgmt {
+        Some((listener, secret)) => {
+            if let Ok(a) = listener.local_addr() {
+                addrs.push(("http".to_owned(), a));
+            }
+            let node = control::ServerNode {
+                shared: shared.clone(),
+                listeners: addrs,
+                secret,
+                node_name: control::node_name(),
+                started_at_ms: now_ms(),
+                shutdown: stop.clone(),
+            };
+            Some(tokio::spawn(mgmt::serve(listener, Arc::new(node), shutdown.clone())))
+        }
+        None => None,
+    };
     let ticker = tokio::spawn(ticker(shared.clone()));
     let syncer = {
         let shared = shared.clone();
@@ -225,6 +276,7 @@ pub async fn run(
             loop {
                 tokio::select! {
                     r = l.accept() => match r {
+                        Ok((stream, _)) if !shared.app_running.load(Ordering::SeqCst) => drop(stream),
                         Ok((stream, peer)) => {
                             let shared = shared.clone();
                             tokio::spawn(async move { connection::serve(shared, stream, peer).await });
@@ -249,6 +301,9 @@ pub async fn run(
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
     let _ = ticker.await;
+    if let Some(t) = mgmt_task {
+        let _ = t.await;
+    }
     shared.wake_syncer();
     let _ = syncer.join();
     Ok(())

@@ -2,7 +2,9 @@
 //! or SIGINT.
 
 use clap::Parser;
-use warren_server::{bind, lock_data_dir, open_broker, run, Config};
+use std::sync::Arc;
+
+use warren_server::{bind, bind_management, control, lock_data_dir, open_broker, run, Config};
 
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
@@ -33,8 +35,19 @@ fn main() -> anyhow::Result<()> {
         // Recovery comes before listening: clients never see a half-recovered broker.
         let broker = open_broker(&config)?;
         let listeners = bind(&config)?;
-        let addrs: Vec<String> =
+        let mut addrs: Vec<String> =
             listeners.iter().filter_map(|l| l.local_addr().ok()).map(|a| format!("amqp={a}")).collect();
+        let mgmt_listener = bind_management(&config)?;
+        let secret = control::new_secret();
+        let mut _control_file = None;
+        if let Some(a) = mgmt_listener.as_ref().and_then(|l| l.local_addr().ok()) {
+            addrs.push(format!("mgmt={a}"));
+            // Written before the startup line, so a warrenctl started on seeing it finds the node.
+            _control_file =
+                Some(control::write_control_file(&config.data_dir, a, &secret).map_err(|e| {
+                    anyhow::anyhow!("cannot write the control file in {}: {e}", config.data_dir.display())
+                })?);
+        }
         // The one startup line; tests and scripts read the port from it.
         println!(
             "warren-server {} listening: {} data_dir={}",
@@ -42,13 +55,14 @@ fn main() -> anyhow::Result<()> {
             addrs.join(" "),
             config.data_dir.display()
         );
-        let (tx, rx) = tokio::sync::watch::channel(false);
+        let stop = Arc::new(tokio::sync::watch::channel(false).0);
+        let on_signal = stop.clone();
         tokio::spawn(async move {
             wait_for_signal().await;
             tracing::info!("shutting down");
-            let _ = tx.send(true);
+            let _ = on_signal.send(true);
         });
-        run(config, broker, listeners, rx).await
+        run(config, broker, listeners, mgmt_listener.map(|l| (l, secret)), stop).await
     })
 }
 
