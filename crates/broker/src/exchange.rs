@@ -14,6 +14,9 @@ pub enum ExchangeKind {
     Fanout,
     Topic,
     Headers,
+    /// RabbitMQ's delayed-message plugin type: routes as its `x-delayed-type` after holding a
+    /// message for its `x-delay` header's milliseconds (see `delayed.rs`).
+    DelayedMessage,
 }
 
 impl ExchangeKind {
@@ -23,6 +26,7 @@ impl ExchangeKind {
             "fanout" => ExchangeKind::Fanout,
             "topic" => ExchangeKind::Topic,
             "headers" => ExchangeKind::Headers,
+            "x-delayed-message" => ExchangeKind::DelayedMessage,
             _ => return None,
         })
     }
@@ -32,6 +36,7 @@ impl ExchangeKind {
             ExchangeKind::Fanout => "fanout",
             ExchangeKind::Topic => "topic",
             ExchangeKind::Headers => "headers",
+            ExchangeKind::DelayedMessage => "x-delayed-message",
         }
     }
 }
@@ -53,7 +58,10 @@ pub struct Binding {
 #[derive(Debug, Clone)]
 pub struct Exchange {
     pub name: String,
+    /// The declared type.
     pub kind: ExchangeKind,
+    /// How bindings are matched: `kind`, or for a delayed-message exchange its `x-delayed-type`.
+    pub routing: ExchangeKind,
     pub durable: bool,
     pub auto_delete: bool,
     pub internal: bool,
@@ -74,9 +82,19 @@ impl Exchange {
         internal: bool,
         arguments: FieldTable,
     ) -> Self {
+        let routing = match kind {
+            ExchangeKind::DelayedMessage => arguments
+                .get("x-delayed-type")
+                .and_then(|v| v.as_str())
+                .and_then(ExchangeKind::parse)
+                .filter(|k| *k != ExchangeKind::DelayedMessage)
+                .unwrap_or(ExchangeKind::Direct),
+            k => k,
+        };
         Exchange {
             name: name.to_owned(),
             kind,
+            routing,
             durable,
             auto_delete,
             internal,
@@ -125,7 +143,7 @@ impl Exchange {
 
     fn reindex(&mut self) {
         self.direct_index.clear();
-        if self.kind == ExchangeKind::Direct {
+        if self.routing == ExchangeKind::Direct {
             for (i, b) in self.bindings.iter().enumerate() {
                 self.direct_index.entry(b.routing_key.clone()).or_default().push(i);
             }
@@ -139,8 +157,8 @@ impl Exchange {
         headers: Option<&FieldTable>,
         mut f: impl FnMut(&'a Destination),
     ) {
-        match self.kind {
-            ExchangeKind::Direct => {
+        match self.routing {
+            ExchangeKind::Direct | ExchangeKind::DelayedMessage => {
                 if let Some(ix) = self.direct_index.get(routing_key) {
                     ix.iter().for_each(|&i| f(&self.bindings[i].destination));
                 }

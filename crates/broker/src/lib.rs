@@ -13,6 +13,7 @@ pub mod admin;
 pub mod auth;
 pub mod channel;
 pub mod dead_letter;
+pub mod delayed;
 pub mod durable;
 pub mod error;
 pub mod exchange;
@@ -238,7 +239,7 @@ impl Vhost {
         let mut current = exchange;
         loop {
             if let Some(x) = self.exchanges.get(current) {
-                let h = if x.kind == ExchangeKind::Headers {
+                let h = if x.routing == ExchangeKind::Headers {
                     headers.get_or_insert_with(|| message.headers()).as_ref()
                 } else {
                     None
@@ -326,6 +327,8 @@ pub struct Broker {
     ack_timers: BinaryHeap<Reverse<(u64, ConnectionId, u16)>>,
     /// Channels the broker closed, until the client's channel.close-ok.
     server_closed: HashSet<(ConnectionId, u16)>,
+    /// Messages held by delayed-message exchanges (see `delayed.rs`).
+    delayed: delayed::Delayed,
     /// Users, permissions and connection details (see `auth.rs`).
     auth: auth::Auth,
 }
@@ -440,6 +443,7 @@ impl Broker {
             policies: Vec::new(),
             ack_timers: BinaryHeap::new(),
             server_closed: HashSet::new(),
+            delayed: delayed::Delayed::default(),
             auth: auth::Auth::default(),
         };
         b.add_vhost("/");
@@ -468,6 +472,7 @@ impl Broker {
     pub fn journal_synced(&mut self, seq: u64, fx: &mut Effects) {
         self.synced_seq = self.synced_seq.max(seq);
         let synced = self.synced_seq;
+        self.delayed_synced(synced);
         let channels = &mut self.channels;
         self.confirm_waiters.retain(|key| {
             let Some(c) = channels.get_mut(key) else { return false };
@@ -869,6 +874,15 @@ impl Broker {
             }
             let kind = ExchangeKind::parse(&m.kind)
                 .ok_or_else(|| AmqpError::precondition_failed(format!("unknown exchange type '{}'", m.kind)))?;
+            if kind == ExchangeKind::DelayedMessage {
+                let inner = m.arguments.get("x-delayed-type").and_then(|v| v.as_str()).and_then(ExchangeKind::parse);
+                if inner.is_none_or(|k| k == ExchangeKind::DelayedMessage) {
+                    // The delayed-message plugin's text.
+                    return Err(AmqpError::precondition_failed(
+                        "Invalid argument, 'x-delayed-type' must be an existing exchange type",
+                    ));
+                }
+            }
             if let Some(x) = vhost.exchanges.get(&m.exchange) {
                 let d = |a: &str, r: &dyn std::fmt::Display, c: &dyn std::fmt::Display| {
                     inequivalent("exchange", a, &m.exchange, &vhost_name, r, c)
@@ -921,6 +935,9 @@ impl Broker {
                 let mut x = Exchange::new(&m.exchange, kind, m.durable, m.auto_delete, m.internal, m.arguments);
                 x.policy_alternate = policy::alternate_for(&self.policies, &vhost_name, &m.exchange);
                 vhost.exchanges.insert(m.exchange.clone(), x);
+                if kind == ExchangeKind::DelayedMessage {
+                    self.delayed.register(&vhost_name, &m.exchange);
+                }
             }
         }
         if !m.nowait {
@@ -953,6 +970,7 @@ impl Broker {
             let durable = x.durable;
             vhost.exchanges.remove(&m.exchange);
             Self::remove_destination(vhost, &dest);
+            self.drop_delayed(&vhost_name, &m.exchange);
             if durable {
                 self.journal
                     .define(&Definition::ExchangeDeleted { vhost: vhost_name.clone(), name: m.exchange.clone() });
@@ -997,7 +1015,7 @@ impl Broker {
             return Err(no_exchange(destination, &vhost_name));
         }
         let x = vhost.exchanges.get(source).ok_or_else(|| no_exchange(source, &vhost_name))?;
-        if x.kind == ExchangeKind::Headers && bind {
+        if x.routing == ExchangeKind::Headers && bind {
             headers::validate(&arguments).map_err(AmqpError::precondition_failed)?;
         }
         self.apply_binding(
@@ -1177,7 +1195,7 @@ impl Broker {
         }
         let vhost = self.vhosts.get(&vhost_name).ok_or_else(|| no_exchange(exchange, &vhost_name))?;
         let x = vhost.exchanges.get(exchange).ok_or_else(|| no_exchange(exchange, &vhost_name))?;
-        if x.kind == ExchangeKind::Headers && bind {
+        if x.routing == ExchangeKind::Headers && bind {
             headers::validate(&arguments).map_err(AmqpError::precondition_failed)?;
         }
         self.apply_binding(&vhost_name, exchange, Destination::Queue(qid), routing_key, arguments, bind);
@@ -1562,6 +1580,12 @@ impl Broker {
         let vhost_name = self.vhost_of(conn)?;
         let vhost = self.vhosts.get(vhost_name).ok_or_else(|| AmqpError::channel_error("vhost gone"))?;
         let message = Arc::new(message);
+        let delayed = match vhost.exchanges.get(&message.exchange) {
+            Some(x) if x.kind == ExchangeKind::DelayedMessage => {
+                delayed::delay_of(&message).map(|d| (d, x.durable, vhost_name.to_owned()))
+            }
+            _ => None,
+        };
         let mut routed = std::mem::take(&mut self.route_buf);
         routed.clear();
         let mut delivered_direct = false;
@@ -1581,7 +1605,15 @@ impl Broker {
                 },
             );
         }
-        let (jseq, refused) = self.enqueue(&mut routed, message, fx);
+        let (jseq, refused) = match delayed {
+            // Held until due; a mandatory message no queue would take now was returned above.
+            Some((delay, durable, vhost)) if !(routed.is_empty() && mandatory) => {
+                routed.clear();
+                (self.hold_delayed(&vhost, durable, message, self.now_ms.saturating_add(delay)), false)
+            }
+            Some(_) => (0, false),
+            None => self.enqueue(&mut routed, message, fx),
+        };
         self.route_buf = routed;
         if let Some(seq) = seq {
             if refused {
@@ -1891,6 +1923,9 @@ impl Broker {
                 if let Some(v) = self.vhosts.get_mut(&vhost) {
                     let mut x = Exchange::new(&name, kind, true, auto_delete, internal, arguments);
                     x.policy_alternate = policy::alternate_for(&self.policies, &vhost, &name);
+                    if kind == ExchangeKind::DelayedMessage {
+                        self.delayed.register(&vhost, &name);
+                    }
                     v.exchanges.entry(name).or_insert(x);
                 }
             }
@@ -1999,6 +2034,12 @@ impl Broker {
         let mut n = 0;
         for q in record.queues {
             if removed(q) {
+                continue;
+            }
+            if !self.queues.contains_key(&q) {
+                if self.restore_delayed(q, record.msg_id, &message, record.arrival_ms, location) {
+                    n += 1;
+                }
                 continue;
             }
             if let Some(queue) = self.queues.get_mut(&q) {
@@ -2113,6 +2154,8 @@ fn validate_queue_arguments(args: &FieldTable, name: &str, vhost: &str) -> Resul
     Ok(())
 }
 
+#[cfg(test)]
+mod delayed_tests;
 #[cfg(test)]
 mod feature_tests;
 #[cfg(test)]

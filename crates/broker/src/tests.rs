@@ -181,9 +181,9 @@ pub(super) struct MemJournal(pub(super) Arc<std::sync::Mutex<MemLog>>);
 #[derive(Debug, Default)]
 pub(super) struct MemLog {
     pub(super) defs: Vec<Definition>,
-    messages: Vec<MessageRecord>,
-    removed: Vec<(QueueId, MessageId)>,
-    delivered: Vec<(QueueId, MessageId)>,
+    pub(super) messages: Vec<MessageRecord>,
+    pub(super) removed: Vec<(QueueId, MessageId)>,
+    pub(super) delivered: Vec<(QueueId, MessageId)>,
     seq: u64,
 }
 

@@ -65,11 +65,12 @@ impl Broker {
             }
         }
         self.check_ack_timeouts(fx);
+        self.release_delayed(fx);
         self.run_dispatch(fx);
-        let next = match (self.timers.peek().map(|Reverse((d, _))| *d), self.next_ack_timer_ms()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        let next = [self.timers.peek().map(|Reverse((d, _))| *d), self.next_ack_timer_ms(), self.delayed.next_due_ms()]
+            .into_iter()
+            .flatten()
+            .min();
         self.timer_wake_ms = next.unwrap_or(u64::MAX);
         self.wake_pending = false;
         fx.tick_at_ms = None;
