@@ -13,6 +13,7 @@ pub mod admin;
 pub mod auth;
 pub mod channel;
 pub mod dead_letter;
+pub mod dedup;
 pub mod delayed;
 pub mod durable;
 pub mod error;
@@ -1645,6 +1646,7 @@ impl Broker {
         let mut durable_deadline = false;
         let mut fresh: Vec<(QueueId, u64)> = Vec::new();
         let mut refused = false;
+        let mut dedup_id: Option<Option<bytes::Bytes>> = None;
         let mut i = 0;
         while i < routed.len() {
             let qid = routed[i];
@@ -1652,6 +1654,18 @@ impl Broker {
                 routed.remove(i);
                 continue;
             };
+            if let Some(w) = q.dedup.as_deref_mut() {
+                let id = dedup_id.get_or_insert_with(|| dedup::DedupWindow::id_of(&message));
+                if let Some(id) = id {
+                    if !w.admit(id, now) {
+                        // A duplicate: handled (and confirmed), not enqueued again.
+                        routed.remove(i);
+                        continue;
+                    }
+                    // Recovery rebuilds the window with the arrival times.
+                    durable_deadline |= persistent && q.is_journaled();
+                }
+            }
             let mut ttl = message_ttl;
             if let Some(f) = q.features.as_deref() {
                 if f.overflow != Overflow::DropHead
@@ -2032,7 +2046,14 @@ impl Broker {
             .expiration
             .and_then(|span| features::parse_expiration(span_bytes(&message.properties, span)).ok());
         let mut n = 0;
+        let mut dedup_id: Option<Option<bytes::Bytes>> = None;
         for q in record.queues {
+            if let Some(w) = self.queues.get_mut(&q).and_then(|q| q.dedup.as_deref_mut()) {
+                // Acknowledged messages count too: the window outlives the queue's contents.
+                if let Some(id) = dedup_id.get_or_insert_with(|| dedup::DedupWindow::id_of(&message)) {
+                    w.admit(id, record.arrival_ms.unwrap_or(0));
+                }
+            }
             if removed(q) {
                 continue;
             }
@@ -2106,7 +2127,7 @@ fn validate_queue_arguments(args: &FieldTable, name: &str, vhost: &str) -> Resul
     for (key, v) in args.iter() {
         match key {
             "x-message-ttl" | "x-expires" | "x-max-length" | "x-max-length-bytes" | "x-delivery-limit"
-            | "x-consumer-timeout" => {
+            | "x-consumer-timeout" | "x-cache-size" | "x-cache-ttl" => {
                 let Some(i) = v.as_i64() else {
                     return Err(bad(key, format!("{{unacceptable_type,{}}}", v.type_name())));
                 };
@@ -2128,7 +2149,7 @@ fn validate_queue_arguments(args: &FieldTable, name: &str, vhost: &str) -> Resul
                     return Err(bad(key, format!("{{value_out_of_range,{i}}}")));
                 }
             }
-            "x-single-active-consumer" if !matches!(v, FieldValue::Bool(_)) => {
+            "x-single-active-consumer" | "x-message-deduplication" if !matches!(v, FieldValue::Bool(_)) => {
                 return Err(bad(key, format!("{{unacceptable_type,{}}}", v.type_name())));
             }
             "x-dead-letter-exchange" | "x-dead-letter-routing-key" if v.as_str().is_none() => {

@@ -379,6 +379,8 @@ pub struct Queue {
     pub max_priority: u8,
     /// A policy or operator policy shaped `features` (see `policy.rs`).
     pub policy_applied: bool,
+    /// `x-message-deduplication`: the ids seen (see `dedup.rs`).
+    pub dedup: Option<Box<crate::dedup::DedupWindow>>,
     pub ready: Ready,
     /// Ready messages behind `ready` whose bodies were paged out (journaled queues only).
     pub paged: Paged,
@@ -428,6 +430,7 @@ impl Queue {
             features: QueueFeatures::from_arguments(&arguments),
             max_priority: max_priority(&arguments),
             policy_applied: false,
+            dedup: crate::dedup::DedupWindow::from_arguments(&arguments),
             arguments,
             ready: Ready::default(),
             paged: Paged::default(),
