@@ -30,6 +30,7 @@ REPO_ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
 DEFAULT_BIN = os.path.join(REPO_ROOT, "target", "debug", "warren-server")
 
 PORT_RE = re.compile(r"amqp=\S*?:(\d+)")
+MGMT_RE = re.compile(r"mgmt=\S*?:(\d+)")
 STARTUP_DEADLINE_S = 20.0
 STOP_DEADLINE_S = 5.0
 
@@ -92,9 +93,11 @@ def pump_for(seconds, conns):
 class BrokerProcess:
     """A running warren-server (or an external broker)."""
 
-    def __init__(self, host, port, proc=None, data_dir=None, log=None):
+    def __init__(self, host, port, proc=None, data_dir=None, log=None, mgmt_port=None):
         self.host = host
         self.port = port
+        # The HTTP management API's port (None when the server runs without it).
+        self.mgmt_port = mgmt_port
         self.proc = proc
         self.data_dir = data_dir
         self.log = log if log is not None else collections.deque(maxlen=400)
@@ -142,12 +145,16 @@ def broker_binary():
     return path
 
 
-def start_broker(data_dir, extra_args=()):
+def start_broker(data_dir, extra_args=(), prefix=()):
     """Start warren-server on an ephemeral port; wait (<=20 s) for the line
     announcing `amqp=<addr>:<port>` on stdout or stderr."""
     binary = broker_binary()
+    extra_args = list(extra_args)
+    if not any(a in ("--management-port", "--no-management") for a in extra_args):
+        # A free port for the HTTP API too, so parallel servers never compete for 15672.
+        extra_args += ["--management-port", "0"]
     proc = subprocess.Popen(
-        [binary, "--port", "0", "--data-dir", data_dir, *extra_args],
+        [*prefix, binary, "--port", "0", "--data-dir", data_dir, *extra_args],
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )
     log = collections.deque(maxlen=400)
@@ -161,7 +168,8 @@ def start_broker(data_dir, extra_args=()):
             if not found.is_set():
                 m = PORT_RE.search(line)
                 if m:
-                    port_box.append(int(m.group(1)))
+                    mg = MGMT_RE.search(line)
+                    port_box.append((int(m.group(1)), int(mg.group(1)) if mg else None))
                     found.set()
         stream.close()
 
@@ -178,7 +186,8 @@ def start_broker(data_dir, extra_args=()):
                         "(exit code %r). Output:\n%s"
                         % (STARTUP_DEADLINE_S, proc.returncode, "\n".join(log)),
                         pytrace=False)
-    return BrokerProcess("127.0.0.1", port_box[0], proc=proc, data_dir=data_dir, log=log)
+    port, mgmt_port = port_box[0]
+    return BrokerProcess("127.0.0.1", port, proc=proc, data_dir=data_dir, log=log, mgmt_port=mgmt_port)
 
 
 @pytest.fixture(scope="session")
@@ -213,8 +222,8 @@ def broker_factory():
             return d
 
         @staticmethod
-        def start(data_dir, extra_args=()):
-            b = start_broker(data_dir, extra_args)
+        def start(data_dir, extra_args=(), prefix=()):
+            b = start_broker(data_dir, extra_args, prefix)
             started.append(b)
             return b
 
