@@ -2180,6 +2180,8 @@ mod delayed_tests;
 #[cfg(test)]
 mod feature_tests;
 #[cfg(test)]
+mod model_tests;
+#[cfg(test)]
 mod paging_tests;
 #[cfg(test)]
 mod policy_tests;
