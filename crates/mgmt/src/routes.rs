@@ -48,7 +48,16 @@ pub fn route(node: &dyn Node, r: &Req) -> ApiResult {
         (&M::PUT, ["vhosts", v]) => {
             who.require_admin()?;
             r.json()?;
-            let added = with(node, |b, _| b.create_vhost(v)).map_err(ApiError::bad_request)?;
+            let added = with(node, |b, _| {
+                let added = b.create_vhost(v)?;
+                if added && !who.internal {
+                    // RabbitMQ compat: the user who creates a vhost over the API gets full
+                    // permissions in it.
+                    b.set_permissions(v, &who.name, ".*", ".*", ".*")?;
+                }
+                Ok::<_, String>(added)
+            })
+            .map_err(ApiError::bad_request)?;
             if added {
                 created()
             } else {
