@@ -1,0 +1,166 @@
+"""warrenctl end to end: each command run as an operator would (the binary, finding the node
+through its data directory's control file), its output and exit code checked, and its effect
+checked through AMQP and the HTTP API."""
+
+import json
+import os
+import stat
+
+import pika
+import pytest
+
+from admin_util import Api, ctl, login
+from conftest import wait_for
+
+
+@pytest.fixture
+def node(broker_factory):
+    return broker_factory.start(broker_factory.new_data_dir())
+
+
+def ok(b, *args, input=None):
+    r = ctl(b, *args, input=input)
+    assert r.returncode == 0, (args, r.returncode, r.stdout, r.stderr)
+    return r.stdout
+
+
+def test_control_file_is_private(node):
+    path = os.path.join(node.data_dir, "control.json")
+    mode = stat.S_IMODE(os.stat(path).st_mode)
+    assert mode == 0o600, oct(mode)
+    assert set(json.load(open(path))) >= {"management", "secret"}
+
+
+def test_users_vhosts_permissions(node):
+    api = Api(node)
+    assert ok(node, "add_user", "bob", "pw1").startswith('Adding user "bob" ...')
+    r = ctl(node, "add_user", "bob", "pw1")
+    assert r.returncode != 0 and "already exists" in r.stderr
+    assert ok(node, "-q", "list_users").splitlines() == ["bob\t[]", "guest\t[administrator]"]
+    ok(node, "set_user_tags", "bob", "monitoring", "policymaker")
+    assert api.ok("GET", "/users/bob")["tags"] == ["monitoring", "policymaker"]
+    ok(node, "add_vhost", "v1")
+    assert "v1" in ok(node, "-q", "list_vhosts").split()
+    ok(node, "set_permissions", "-p", "v1", "bob", "^b", ".*", ".*")
+    assert ok(node, "-q", "list_permissions", "-p", "v1").splitlines() == ["bob\t^b\t.*\t.*"]
+    assert ok(node, "-q", "list_user_permissions", "bob").splitlines() == ["v1\t^b\t.*\t.*"]
+    conn = login(node, "bob", "pw1", vhost="v1")
+    ch = conn.channel()
+    ch.queue_declare("bq")
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker) as e:
+        ch.queue_declare("other")
+    assert e.value.reply_code == 403
+    conn.close()
+    ok(node, "change_password", "bob", "pw2")
+    with pytest.raises(pika.exceptions.ProbableAuthenticationError):
+        login(node, "bob", "pw1", vhost="v1")
+    login(node, "bob", "pw2", vhost="v1").close()
+    ok(node, "set_topic_permissions", "-p", "v1", "bob", "amq.topic", "^a", "^b")
+    assert api.ok("GET", "/topic-permissions/v1/bob")[0]["write"] == "^a"
+    ok(node, "clear_topic_permissions", "-p", "v1", "bob")
+    ok(node, "clear_permissions", "-p", "v1", "bob")
+    with pytest.raises(pika.exceptions.ProbableAccessDeniedError):
+        login(node, "bob", "pw2", vhost="v1")
+    out = ok(node, "--formatter", "json", "list_users")
+    assert {u["user"] for u in json.loads(out)} == {"bob", "guest"}
+    ok(node, "delete_user", "bob")
+    assert api.get("/users/bob").status_code == 404
+    ok(node, "delete_vhost", "v1")
+    assert api.get("/vhosts/v1").status_code == 404
+    r = ctl(node, "delete_vhost", "v1")
+    assert r.returncode == 65
+
+
+def test_listings_and_queue_commands(node):
+    conn = node.connect(client_properties={"connection_name": "ctl-test"})
+    ch = conn.channel()
+    ch.exchange_declare("ex", "topic")
+    ch.queue_declare("q1", durable=True)
+    ch.queue_bind("q1", "ex", "a.*")
+    ch.confirm_delivery()
+    for _ in range(3):
+        ch.basic_publish("", "q1", b"m")
+    ch.basic_consume("q1", lambda *a: None, consumer_tag="ctag-1", auto_ack=False)
+    wait_for(5, lambda: True, pump=conn)
+    lines = ok(node, "-q", "list_queues", "name", "messages", "consumers", "durable").splitlines()
+    assert lines == ["q1\t3\t1\ttrue"]
+    assert "ex\ttopic" in ok(node, "-q", "list_exchanges").splitlines()
+    assert "ex\texchange\tq1\tqueue\ta.*\t[]" in ok(node, "-q", "list_bindings").splitlines()
+    assert ok(node, "-q", "list_connections", "user", "peer_host", "state").splitlines() == ["guest\t127.0.0.1\trunning"]
+    assert ok(node, "-q", "list_channels", "user", "consumer_count").splitlines() == ["guest\t1"]
+    assert ok(node, "-q", "list_consumers", "queue_name", "consumer_tag", "ack_required").splitlines() == \
+        ["q1\tctag-1\ttrue"]
+    assert ctl(node, "list_queues", "bogus_column").returncode == 64
+    ch.basic_cancel("ctag-1")
+    conn.process_data_events(time_limit=0.2)
+    # The unacked messages went back when the consumer's channel... stays open: close it.
+    ch.close()
+    assert wait_for(5, lambda: ok(node, "-q", "list_queues", "name", "messages").strip() == "q1\t3")
+    ok(node, "purge_queue", "q1")
+    assert ok(node, "-q", "list_queues", "name", "messages").strip() == "q1\t0"
+    name = json.loads(ok(node, "--formatter", "json", "list_connections", "name"))[0]["name"]
+    ok(node, "close_connection", name, "go away")
+    with pytest.raises(pika.exceptions.ConnectionClosedByBroker) as e:
+        wait_for(10, lambda: False, pump=conn)
+    assert (e.value.reply_code, e.value.reply_text) == (320, "CONNECTION_FORCED - go away")
+    assert "Queue was successfully deleted with 0 messages" in ok(node, "delete_queue", "q1")
+    assert ok(node, "-q", "list_queues").strip() == ""
+
+
+def test_definitions_and_reset(node, tmp_path):
+    ok(node, "add_vhost", "v9")
+    ok(node, "add_user", "carol", "pw")
+    ok(node, "set_permissions", "-p", "v9", "carol", ".*", ".*", ".*")
+    ok(node, "set_permissions", "-p", "v9", "guest", ".*", ".*", ".*")
+    Api(node).ok("PUT", "/queues/v9/keep", {"durable": True})
+    path = str(tmp_path / "defs.json")
+    ok(node, "export_definitions", path)
+    exported = json.load(open(path))
+    assert {u["name"] for u in exported["users"]} == {"guest", "carol"}
+    r = ctl(node, "reset")
+    assert r.returncode == 69 and "stop_app" in r.stderr
+    ok(node, "stop_app")
+    with pytest.raises(pika.exceptions.AMQPConnectionError):
+        node.connect()
+    ok(node, "reset")
+    ok(node, "start_app")
+    node.connect().close()
+    assert Api(node).get("/vhosts/v9").status_code == 404
+    ok(node, "import_definitions", path)
+    assert Api(node).ok("GET", "/queues/v9/keep")["durable"] is True
+    login(node, "carol", "pw", vhost="v9").close()
+    out = ok(node, "export_definitions", "-")
+    assert json.loads(out)["queues"] == exported["queues"]
+
+
+def test_status_cluster_status_help_and_unknown_commands(node):
+    assert "Status of node warren@" in ok(node, "status")
+    out = ok(node, "cluster_status")
+    assert "Running Nodes" in out and "warren@" in out
+    assert "set_permissions" in ok(node, "set_permissions", "--help")
+    r = ctl(node, "set_permision")
+    assert r.returncode == 64 and "Did you mean 'set_permissions'?" in r.stderr
+    r = ctl(node, "add_user", "onlyname")
+    assert r.returncode == 64
+
+
+def test_node_option_with_credentials(node):
+    r = ctl(node, "-n", "127.0.0.1:%d" % node.mgmt_port, "--username", "guest", "--password", "guest", "-q",
+            "list_users")
+    assert r.returncode == 0 and "guest\t[administrator]" in r.stdout
+    r = ctl(node, "-n", "http://guest:nope@127.0.0.1:%d" % node.mgmt_port, "list_users")
+    assert r.returncode == 77 and "Login failed" in r.stderr
+
+
+def test_missing_node_is_exit_69(tmp_path):
+    class NoNode:
+        data_dir = str(tmp_path)
+    r = ctl(NoNode, "list_users")
+    assert r.returncode == 69 and "control.json" in r.stderr
+
+
+def test_stop(node):
+    ok(node, "stop")
+    node.proc.wait(timeout=10)
+    assert node.proc.returncode == 0
+    assert not os.path.exists(os.path.join(node.data_dir, "control.json"))
