@@ -201,7 +201,10 @@ def test_definitions_round_trip(broker_factory):
     api.ok("PUT", "/queues/v1/q1", {"durable": True, "arguments": {"x-message-ttl": 1000}})
     api.ok("POST", "/bindings/v1/e/ex1/q/q1", {"routing_key": "rk", "arguments": {"k": "v"}})
     api.ok("POST", "/bindings/v1/e/ex1/e/ex2", {"routing_key": "", "arguments": {}})
+    api.ok("PUT", "/policies/v1/p1", {"pattern": "^q", "definition": {"max-length": 7}, "priority": 1,
+                                      "apply-to": "queues"})
     before = api.ok("GET", "/definitions")
+    assert [p["name"] for p in before["policies"]] == ["p1"]
     assert ctl(b, "stop_app").returncode == 0
     assert ctl(b, "reset").returncode == 0
     assert ctl(b, "start_app").returncode == 0
@@ -252,3 +255,25 @@ def test_import_rabbitmq_definitions_file(broker_factory):
     assert ch.queue_declare("orders", passive=True).method.message_count == 1
     conn.close()
     assert Api(b, "ops", "rabbit-pw").ok("GET", "/whoami")["tags"] == ["administrator"]
+
+
+def test_policies(api, connection, uniq):
+    """Policies over the API: set, listed in RabbitMQ's shape, applied to the queue, cleared."""
+    ch = connection.channel()
+    ch.queue_declare(uniq)
+    body = {"pattern": "^%s$" % uniq, "definition": {"max-length": 1}, "priority": 3, "apply-to": "queues"}
+    assert api.put("/policies/%2F/" + q(uniq), body).status_code == 201
+    p = api.ok("GET", "/policies/%2F/" + q(uniq))
+    assert p == {"vhost": "/", "name": uniq, "pattern": "^%s$" % uniq, "apply-to": "queues",
+                 "definition": {"max-length": 1}, "priority": 3}
+    assert any(x["name"] == uniq for x in api.ok("GET", "/policies"))
+    assert api.ok("GET", "/queues/%2F/" + q(uniq))["policy"] == uniq
+    ch.confirm_delivery()
+    for _ in range(3):
+        ch.basic_publish("", uniq, b"m")
+    assert api.ok("GET", "/queues/%2F/" + q(uniq))["messages_ready"] == 1
+    r = api.put("/policies/%2F/" + q(uniq + "-bad"), {"pattern": "(", "definition": {}})
+    assert r.status_code == 400
+    assert api.delete("/policies/%2F/" + q(uniq)).status_code == 204
+    assert api.get("/policies/%2F/" + q(uniq)).status_code == 404
+    assert api.ok("GET", "/queues/%2F/" + q(uniq))["policy"] is None

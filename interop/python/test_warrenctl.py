@@ -164,3 +164,16 @@ def test_stop(node):
     node.proc.wait(timeout=10)
     assert node.proc.returncode == 0
     assert not os.path.exists(os.path.join(node.data_dir, "control.json"))
+
+
+def test_policies(node):
+    node.connect().channel().queue_declare("pq")
+    out = ok(node, "set_policy", "--priority", "2", "--apply-to", "queues", "lim", "^pq$", '{"max-length": 5}')
+    assert 'Setting policy "lim" for pattern "^pq$"' in out
+    lines = ok(node, "-q", "list_policies").splitlines()
+    assert lines == ['/\tlim\t^pq$\tqueues\t{"max-length":5}\t2']
+    assert Api(node).ok("GET", "/queues/%2F/pq")["policy"] == "lim"
+    ok(node, "clear_policy", "lim")
+    assert ok(node, "-q", "list_policies").strip() == ""
+    r = ctl(node, "set_policy", "bad", "x", "{not json")
+    assert r.returncode == 65

@@ -113,6 +113,12 @@ impl Broker {
         for q in queues {
             self.delete_queue_by_id(q, fx);
         }
+        for operator in [false, true] {
+            let names: Vec<String> = self.policies(Some(name), operator).iter().map(|p| p.name.clone()).collect();
+            for p in names {
+                self.clear_policy(name, &p, operator, fx);
+            }
+        }
         let conns: Vec<ConnectionId> =
             self.connections.iter().filter(|(_, c)| c.vhost == name).map(|(id, _)| *id).collect();
         for c in conns {

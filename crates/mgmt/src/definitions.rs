@@ -60,7 +60,7 @@ pub fn export(b: &Broker, vhost: Option<&str>) -> Value {
         "product_name": "Warren",
         "product_version": env!("CARGO_PKG_VERSION"),
         "parameters": [],
-        "policies": [],
+        "policies": b.policies(vhost, false).into_iter().map(render::policy).collect::<Vec<_>>(),
         "queues": queues,
         "exchanges": exchanges,
         "bindings": bindings,
@@ -149,6 +149,12 @@ pub fn import(node: &dyn Node, defs: &Map<String, Value>, only_vhost: Option<&st
             let (w, r) = (text(p, "write")?.to_owned(), text(p, "read")?.to_owned());
             with(node, |b, _| b.set_topic_permissions(&v, &u, &x, &w, &r)).map_err(ApiError::bad_request)?;
         }
+    }
+    for p in list(defs, "policies")? {
+        let v = vhost_of(p)?;
+        let name = text(p, "name")?.to_owned();
+        let body = p.as_object().cloned().unwrap_or_default();
+        crate::routes::put_policy(node, &v, &name, &body, false)?;
     }
     for x in list(defs, "exchanges")? {
         let v = vhost_of(x)?;

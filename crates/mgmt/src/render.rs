@@ -94,7 +94,7 @@ pub fn vhost(b: &Broker, name: &str) -> Value {
     })
 }
 
-pub fn exchange(vhost: &str, x: &Exchange) -> Value {
+pub fn exchange(b: &Broker, vhost: &str, x: &Exchange) -> Value {
     json!({
         "name": x.name,
         "vhost": vhost,
@@ -104,7 +104,7 @@ pub fn exchange(vhost: &str, x: &Exchange) -> Value {
         "internal": x.internal,
         "arguments": field_table(&x.arguments),
         "user_who_performed_action": "rmq-internal",
-        "policy": Value::Null,
+        "policy": b.exchange_policy(vhost, x),
     })
 }
 
@@ -129,7 +129,8 @@ pub fn queue(b: &Broker, node: &str, q: &Queue) -> Value {
         "consumers": q.consumers.len(),
         "consumer_capacity": if q.consumers.is_empty() { 0.0 } else { 1.0 },
         "consumer_utilisation": if q.consumers.is_empty() { 0.0 } else { 1.0 },
-        "policy": Value::Null,
+        "policy": b.queue_policies(q).0,
+        "operator_policy": b.queue_policies(q).1,
         "effective_policy_definition": {},
         "exclusive_consumer_tag": q.consumers.iter().find(|c| c.exclusive).map(|c| c.tag.to_string()),
     });
@@ -389,7 +390,18 @@ pub fn exchanges(b: &Broker, who: &Identity, vhost: Option<&str>) -> Vec<Value> 
         }
         let mut xs: Vec<&Exchange> = b.vhosts[v].exchanges.values().collect();
         xs.sort_by(|a, b| a.name.cmp(&b.name));
-        out.extend(xs.into_iter().map(|x| exchange(v, x)));
+        out.extend(xs.into_iter().map(|x| exchange(b, v, x)));
     }
     out
+}
+
+pub fn policy(p: &broker::policy::Policy) -> Value {
+    json!({
+        "vhost": p.vhost,
+        "name": p.name,
+        "pattern": p.pattern,
+        "apply-to": p.apply_to.as_str(),
+        "definition": field_table(&p.definition),
+        "priority": p.priority,
+    })
 }

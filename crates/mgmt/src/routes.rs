@@ -246,7 +246,7 @@ pub fn route(node: &dyn Node, r: &Req) -> ApiResult {
         }
         (&M::GET, ["exchanges", v, x]) => {
             vhost_visible(node, who, v)?;
-            let found = with(node, |b, _| b.vhosts.get(*v)?.exchanges.get(*x).map(|e| render::exchange(v, e)));
+            let found = with(node, |b, _| b.vhosts.get(*v)?.exchanges.get(*x).map(|e| render::exchange(b, v, e)));
             ok_json(found.ok_or_else(ApiError::not_found)?)
         }
         (&M::PUT, ["exchanges", v, x]) => {
@@ -563,6 +563,58 @@ pub fn route(node: &dyn Node, r: &Req) -> ApiResult {
         }
         (&M::GET, ["aliveness-test", v]) => aliveness(node, who, v),
 
+        // ---- policies ----
+        (&M::GET, [kind @ ("policies" | "operator-policies")]) => {
+            policy_access(who, kind)?;
+            let operator = *kind == "operator-policies";
+            let items = with(node, |b, _| {
+                b.policies(None, operator)
+                    .into_iter()
+                    .filter(|p| may_see_vhost(b, who, &p.vhost))
+                    .map(render::policy)
+                    .collect()
+            });
+            list(r, items)
+        }
+        (&M::GET, [kind @ ("policies" | "operator-policies"), v]) => {
+            policy_access(who, kind)?;
+            vhost_visible(node, who, v)?;
+            let operator = *kind == "operator-policies";
+            list(r, with(node, |b, _| b.policies(Some(v), operator).into_iter().map(render::policy).collect()))
+        }
+        (&M::GET, [kind @ ("policies" | "operator-policies"), v, name]) => {
+            policy_access(who, kind)?;
+            vhost_visible(node, who, v)?;
+            let operator = *kind == "operator-policies";
+            let found = with(node, |b, _| {
+                b.policies(Some(v), operator).into_iter().find(|p| p.name == *name).map(render::policy)
+            });
+            ok_json(found.ok_or_else(ApiError::not_found)?)
+        }
+        (&M::PUT, [kind @ ("policies" | "operator-policies"), v, name]) => {
+            policy_access(who, kind)?;
+            vhost_visible(node, who, v)?;
+            let operator = *kind == "operator-policies";
+            let body = r.json()?;
+            let existed = with(node, |b, _| b.policies(Some(v), operator).iter().any(|p| p.name == *name));
+            put_policy(node, v, name, &body, operator)?;
+            if existed {
+                no_content()
+            } else {
+                created()
+            }
+        }
+        (&M::DELETE, [kind @ ("policies" | "operator-policies"), v, name]) => {
+            policy_access(who, kind)?;
+            vhost_visible(node, who, v)?;
+            let operator = *kind == "operator-policies";
+            if with(node, |b, fx| b.clear_policy(v, name, operator, fx)) {
+                no_content()
+            } else {
+                Err(ApiError::not_found())
+            }
+        }
+
         // ---- node control (warrenctl) ----
         (&M::POST, ["warren", "node", action]) => {
             who.require_admin()?;
@@ -572,10 +624,47 @@ pub fn route(node: &dyn Node, r: &Req) -> ApiResult {
         (
             _,
             ["overview" | "whoami" | "vhosts" | "users" | "permissions" | "exchanges" | "queues" | "bindings"
-            | "connections" | "channels" | "consumers" | "definitions", ..],
+            | "connections" | "channels" | "consumers" | "definitions" | "policies", ..],
         ) => Err(ApiError::method_not_allowed()),
         _ => Err(ApiError::not_found()),
     }
+}
+
+/// Policies need the policymaker tag, operator policies administrator (as RabbitMQ).
+fn policy_access(who: &Identity, kind: &str) -> Result<(), ApiError> {
+    if kind == "operator-policies" {
+        who.require_admin()
+    } else {
+        who.require_policymaker()
+    }
+}
+
+/// Sets a policy from a RabbitMQ-shaped body: `pattern`, `definition`, `priority`, `apply-to`.
+pub fn put_policy(
+    node: &dyn Node,
+    v: &str,
+    name: &str,
+    body: &Map<String, Value>,
+    operator: bool,
+) -> Result<(), ApiError> {
+    let pattern = body
+        .get("pattern")
+        .and_then(Value::as_str)
+        .ok_or_else(|| ApiError::bad_request("pattern is required"))?
+        .to_owned();
+    let definition = match body.get("definition") {
+        Some(Value::Object(o)) => render::to_field_table(o),
+        _ => return Err(ApiError::bad_request("definition must be an object")),
+    };
+    let priority = match body.get("priority") {
+        None | Some(Value::Null) => 0,
+        Some(Value::Number(n)) => n.as_i64().ok_or_else(|| ApiError::bad_request("priority must be an integer"))?,
+        Some(Value::String(s)) => s.parse().map_err(|_| ApiError::bad_request("priority must be an integer"))?,
+        Some(_) => return Err(ApiError::bad_request("priority must be an integer")),
+    };
+    let apply_to = body.get("apply-to").and_then(Value::as_str).unwrap_or("all").to_owned();
+    with(node, |b, fx| b.set_policy(v, name, &pattern, &apply_to, priority, definition, operator, fx))
+        .map_err(ApiError::bad_request)
 }
 
 fn list(r: &Req, items: Vec<Value>) -> ApiResult {
