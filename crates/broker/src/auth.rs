@@ -618,8 +618,11 @@ impl Broker {
 
     /// Remembers a connection's peer details for listings; forgets those of closed connections.
     pub fn set_connection_meta(&mut self, conn: ConnectionId, meta: ConnectionMeta) {
-        let connections = &self.connections;
-        self.auth.connection_meta.retain(|c, _| connections.contains_key(c));
+        // Forget closed connections once they outnumber the open ones: amortised O(1) per open.
+        if self.auth.connection_meta.len() >= 2 * self.connections.len() + 64 {
+            let connections = &self.connections;
+            self.auth.connection_meta.retain(|c, _| connections.contains_key(c));
+        }
         self.auth.connection_meta.insert(conn, Arc::new(meta));
     }
 

@@ -181,7 +181,10 @@ pub fn binding_json(vhost: &str, source: &str, dest: &str, kind: &str, rk: &str,
 /// RabbitMQ's `properties_key`: the routing key (percent-encoded, `~` when empty) when there
 /// are no arguments, else the routing key, `~` and a digest of the arguments.
 pub fn properties_key(rk: &str, args: &FieldTable) -> String {
-    let key = percent_encoding::utf8_percent_encode(rk, percent_encoding::NON_ALPHANUMERIC).to_string();
+    // Unreserved URI characters stay as they are (RFC 3986), as RabbitMQ's encoding leaves them.
+    const ESCAPED: &percent_encoding::AsciiSet =
+        &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
+    let key = percent_encoding::utf8_percent_encode(rk, ESCAPED).to_string();
     if args.is_empty() {
         return if rk.is_empty() { "~".into() } else { key };
     }

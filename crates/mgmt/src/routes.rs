@@ -246,7 +246,9 @@ pub fn route(node: &dyn Node, r: &Req) -> ApiResult {
         }
         (&M::GET, ["exchanges", v, x]) => {
             vhost_visible(node, who, v)?;
-            let found = with(node, |b, _| b.vhosts.get(*v)?.exchanges.get(*x).map(|e| render::exchange(b, v, e)));
+            let found = with(node, |b, _| {
+                b.vhosts.get(*v)?.exchanges.get(default_exchange(x)).map(|e| render::exchange(b, v, e))
+            });
             ok_json(found.ok_or_else(ApiError::not_found)?)
         }
         (&M::PUT, ["exchanges", v, x]) => {
@@ -667,6 +669,15 @@ pub fn put_policy(
         .map_err(ApiError::bad_request)
 }
 
+/// The API names the default exchange `amq.default` in paths.
+fn default_exchange(name: &str) -> &str {
+    if name == "amq.default" {
+        ""
+    } else {
+        name
+    }
+}
+
 fn list(r: &Req, items: Vec<Value>) -> ApiResult {
     ok_json(table::list(r, items)?)
 }
@@ -883,7 +894,7 @@ fn publish(node: &dyn Node, r: &Req, v: &str, x: &str) -> ApiResult {
         other => return Err(ApiError::bad_request(format!("unknown payload_encoding '{other}'"))),
     };
     let props = properties_from(body.get("properties"))?;
-    let exchange = if x == "amq.default" { "" } else { x };
+    let exchange = default_exchange(x);
     if !with(node, |b, _| b.vhosts.get(v).is_some_and(|vh| vh.exchanges.contains_key(exchange))) {
         return Err(ApiError::not_found());
     }
