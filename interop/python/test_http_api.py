@@ -232,14 +232,21 @@ def test_import_rabbitmq_definitions_file(broker_factory):
         "product_version": "3.13.7",
         "users": [{"name": "ops", "password_hash": h, "hashing_algorithm": "rabbit_password_hashing_sha256",
                    "tags": "administrator", "limits": {}}],
-        "vhosts": [{"name": "prod", "limits": [], "metadata": {"description": "", "tags": []}}],
+        "vhosts": [{"name": "prod", "limits": [], "description": "production", "tags": ["prod"],
+                    "default_queue_type": "quorum",
+                    "metadata": {"description": "production", "tags": ["prod"], "default_queue_type": "quorum"}}],
         "permissions": [{"user": "ops", "vhost": "prod", "configure": ".*", "write": ".*", "read": ".*"}],
-        "topic_permissions": [],
-        "parameters": [],
-        "global_parameters": [{"name": "cluster_name", "value": "rabbit@old"}],
-        "policies": [],
+        "topic_permissions": [{"user": "ops", "vhost": "prod", "exchange": "events", "write": ".*", "read": ".*"}],
+        "parameters": [{"value": {"uri": "amqp://upstream", "ack-mode": "on-confirm"}, "vhost": "prod",
+                        "component": "federation-upstream", "name": "up1"}],
+        "global_parameters": [{"name": "cluster_name", "value": "rabbit@old"},
+                              {"name": "internal_cluster_id", "value": "rabbitmq-cluster-id-abc"}],
+        "policies": [{"vhost": "prod", "name": "ttl", "pattern": "^orders$", "apply-to": "queues",
+                      "definition": {"message-ttl": 60000, "ha-mode": "all"}, "priority": 0}],
         "queues": [{"name": "orders", "vhost": "prod", "durable": True, "auto_delete": False,
-                    "arguments": {"x-queue-type": "classic"}}],
+                    "arguments": {"x-queue-type": "quorum", "x-delivery-limit": 20}},
+                   {"name": "audit", "vhost": "prod", "durable": True, "auto_delete": False, "type": "classic",
+                    "arguments": {"x-queue-type": "classic", "x-max-length": 1000}}],
         "exchanges": [{"name": "events", "vhost": "prod", "type": "topic", "durable": True, "auto_delete": False,
                        "internal": False, "arguments": {}}],
         "bindings": [{"source": "events", "vhost": "prod", "destination": "orders", "destination_type": "queue",
@@ -255,6 +262,7 @@ def test_import_rabbitmq_definitions_file(broker_factory):
     assert ch.queue_declare("orders", passive=True).method.message_count == 1
     conn.close()
     assert Api(b, "ops", "rabbit-pw").ok("GET", "/whoami")["tags"] == ["administrator"]
+    assert Api(b).ok("GET", "/queues/prod/orders")["policy"] == "ttl"
 
 
 def test_policies(api, connection, uniq):
