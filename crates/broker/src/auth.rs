@@ -435,6 +435,7 @@ impl Broker {
             Method::ExchangeUnbind(m) => {
                 a.check(user, vhost, ex, &m.destination, Access::Write)?;
                 a.check(user, vhost, ex, &m.source, Access::Read)?;
+                self.check_topic_bind(user, vhost, &m.source, &m.routing_key)?;
             }
             Method::QueueDeclare(m) if !m.passive => {
                 // A server-named queue is checked under its prefix (the name is made later).
@@ -454,6 +455,7 @@ impl Broker {
             Method::QueueUnbind(m) => {
                 a.check(user, vhost, q, &m.queue, Access::Write)?;
                 a.check(user, vhost, ex, &m.exchange, Access::Read)?;
+                self.check_topic_bind(user, vhost, &m.exchange, &m.routing_key)?;
             }
             Method::QueuePurge(m) => a.check(user, vhost, q, &m.queue, Access::Read)?,
             Method::BasicGet(m) => a.check(user, vhost, q, &m.queue, Access::Read)?,

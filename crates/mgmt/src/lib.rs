@@ -344,3 +344,35 @@ pub fn created() -> ApiResult {
     *r.status_mut() = StatusCode::CREATED;
     Ok(r)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn who(tags: &[&str]) -> Identity {
+        Identity { name: "u".into(), tags: tags.iter().map(|t| t.to_string()).collect(), internal: false }
+    }
+
+    /// Proves the tag hierarchy: administrator includes monitoring and policymaker, which
+    /// include management; no tag grants nothing.
+    #[test]
+    fn tag_hierarchy() {
+        assert!(!who(&[]).is_management());
+        assert!(who(&["management"]).is_management() && !who(&["management"]).is_monitor());
+        assert!(who(&["policymaker"]).is_policymaker() && !who(&["policymaker"]).is_monitor());
+        assert!(who(&["monitoring"]).is_monitor() && !who(&["monitoring"]).is_admin());
+        let admin = who(&["administrator"]);
+        assert!(admin.is_admin() && admin.is_monitor() && admin.is_policymaker() && admin.is_management());
+        let internal = Identity { name: "warrenctl".into(), tags: vec![], internal: true };
+        assert!(internal.is_admin() && internal.session_user().is_empty());
+    }
+
+    /// Proves AMQP errors map to RabbitMQ's API statuses.
+    #[test]
+    fn amqp_errors_map_to_statuses() {
+        let e = ApiError::amqp(broker::AmqpError::not_found("no queue 'q' in vhost '/'"));
+        assert_eq!((e.status, e.reason.as_str()), (StatusCode::NOT_FOUND, "NOT_FOUND - no queue 'q' in vhost '/'"));
+        assert_eq!(ApiError::amqp(broker::AmqpError::access_refused("x")).status, StatusCode::UNAUTHORIZED);
+        assert_eq!(ApiError::amqp(broker::AmqpError::precondition_failed("x")).status, StatusCode::BAD_REQUEST);
+    }
+}

@@ -408,3 +408,22 @@ pub fn policy(p: &broker::policy::Policy) -> Value {
         "priority": p.priority,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Proves arguments survive JSON -> field table -> JSON, and properties keys follow
+    /// RabbitMQ's shape ("~" for an empty key, escaped key, a digest after "~" with arguments).
+    #[test]
+    fn arguments_and_properties_keys() {
+        let v = json!({"x-max-length": 10, "x-dead-letter-exchange": "dlx", "nested": {"a": [1, "b"]}, "f": true});
+        let t = to_field_table(v.as_object().expect("object"));
+        assert_eq!(field_table(&t), v);
+        assert_eq!(properties_key("", &FieldTable::new()), "~");
+        assert_eq!(properties_key("a.#", &FieldTable::new()), "a.%23");
+        let with_args = properties_key("k", &t);
+        assert!(with_args.starts_with("k~") && with_args.len() > 2);
+        assert_eq!(with_args, properties_key("k", &t), "stable");
+    }
+}
