@@ -63,7 +63,8 @@ def test_management_tag_matrix(api, uniq):
     seen = {v["name"] for v in users["management"].ok("GET", "/vhosts")}
     assert seen == {uniq}
     assert "/" in {v["name"] for v in users["monitoring"].ok("GET", "/vhosts")}
-    assert users["management"].get("/queues/%2F").status_code == 401
+    r = users["management"].get("/queues/%2F")
+    assert (r.status_code, r.json()["reason"]) == (401, "User not authorised to access virtual host")
     # /api/nodes needs monitoring.
     assert users["management"].get("/nodes").status_code == 401
     assert users["monitoring"].get("/nodes").status_code == 200

@@ -112,6 +112,7 @@ pub fn queue(b: &Broker, node: &str, q: &Queue) -> Value {
     let ready = q.ready_len() as u64;
     let unacked = q.unacked_count as u64;
     let owner = q.exclusive_owner.and_then(|c| b.connection_meta(c)).map(|m| m.name.clone());
+    let (policy, operator_policy) = b.queue_policies(q);
     let mut v = json!({
         "name": q.name,
         "vhost": q.vhost,
@@ -129,8 +130,8 @@ pub fn queue(b: &Broker, node: &str, q: &Queue) -> Value {
         "consumers": q.consumers.len(),
         "consumer_capacity": if q.consumers.is_empty() { 0.0 } else { 1.0 },
         "consumer_utilisation": if q.consumers.is_empty() { 0.0 } else { 1.0 },
-        "policy": b.queue_policies(q).0,
-        "operator_policy": b.queue_policies(q).1,
+        "policy": policy,
+        "operator_policy": operator_policy,
         "effective_policy_definition": {},
         "exclusive_consumer_tag": q.consumers.iter().find(|c| c.exclusive).map(|c| c.tag.to_string()),
     });

@@ -698,7 +698,7 @@ fn vhost_visible(node: &dyn Node, who: &Identity, v: &str) -> Result<(), ApiErro
         return Err(ApiError::not_found());
     }
     if !visible {
-        return Err(ApiError::not_authorised("Access refused."));
+        return Err(ApiError::not_authorised("User not authorised to access virtual host"));
     }
     Ok(())
 }
