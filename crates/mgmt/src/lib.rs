@@ -14,6 +14,7 @@ pub mod table;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use broker::{Broker, Effects};
@@ -30,6 +31,10 @@ use tokio::sync::watch;
 pub const BODY_BYTES_MAX: usize = 20 * 1024 * 1024;
 /// Largest page a paginated listing returns (RabbitMQ's limit).
 pub const PAGE_SIZE_MAX: usize = 500;
+/// Most HTTP connections open at once; more are closed at accept.
+pub const HTTP_CONNECTIONS_MAX: usize = 1024;
+/// Time a client has to send a request's headers (idle keep-alive connections end too).
+pub const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 /// The header a local `warrenctl` authenticates with: the secret from the node's control file.
 pub const CONTROL_SECRET_HEADER: &str = "x-warren-control-secret";
 
@@ -75,10 +80,17 @@ pub fn now_ms() -> u64 {
 
 /// Serves the API on `listener` until `shutdown` turns true.
 pub async fn serve(listener: TcpListener, node: Arc<dyn Node>, mut shutdown: watch::Receiver<bool>) {
+    let open = Arc::new(AtomicUsize::new(0));
     loop {
         tokio::select! {
             r = listener.accept() => match r {
                 Ok((stream, peer)) => {
+                    if open.load(Ordering::Relaxed) >= HTTP_CONNECTIONS_MAX {
+                        tracing::warn!(%peer, "http connection refused: {HTTP_CONNECTIONS_MAX} open");
+                        continue;
+                    }
+                    open.fetch_add(1, Ordering::Relaxed);
+                    let open = open.clone();
                     let node = node.clone();
                     tokio::spawn(async move {
                         let io = hyper_util::rt::TokioIo::new(stream);
@@ -86,9 +98,15 @@ pub async fn serve(listener: TcpListener, node: Arc<dyn Node>, mut shutdown: wat
                             let node = node.clone();
                             async move { Ok::<_, Infallible>(handle(node, peer, req).await) }
                         });
-                        if let Err(e) = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await {
+                        let served = hyper::server::conn::http1::Builder::new()
+                            .timer(hyper_util::rt::TokioTimer::new())
+                            .header_read_timeout(HEADER_READ_TIMEOUT)
+                            .serve_connection(io, service)
+                            .await;
+                        if let Err(e) = served {
                             tracing::debug!(%peer, "http connection ended: {e}");
                         }
+                        open.fetch_sub(1, Ordering::Relaxed);
                     });
                 }
                 Err(e) => {

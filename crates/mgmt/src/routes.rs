@@ -29,7 +29,19 @@ pub fn route(node: &dyn Node, r: &Req) -> ApiResult {
             }
             ok_json(node_json(node))
         }
-        (&M::GET, ["extensions"]) => ok_json(json!([])),
+        // Features Warren does not have yet, listed empty so clients that walk them work.
+        (
+            &M::GET,
+            ["extensions" | "global-parameters" | "feature-flags" | "deprecated-features" | "federation-links"],
+        ) => ok_json(json!([])),
+        (
+            &M::GET,
+            ["parameters", ..]
+            | ["auth", "attempts", ..]
+            | ["shovels", ..]
+            | ["vhost-limits", ..]
+            | ["user-limits", ..],
+        ) => ok_json(json!([])),
 
         // ---- vhosts ----
         (&M::GET, ["vhosts"]) => {
