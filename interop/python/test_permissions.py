@@ -272,3 +272,13 @@ def test_guest_only_from_loopback(broker_factory):
         b.stop()
     finally:
         subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
+def test_deleting_a_user_closes_its_connections_with_320(broker, api, uniq):
+    api.make_user(uniq)
+    conn = login(broker, uniq, "pw")
+    api.ok("DELETE", "/users/" + q(uniq))
+    with pytest.raises(pika.exceptions.ConnectionClosedByBroker) as e:
+        wait_for(10, lambda: False, pump=conn)
+    assert (e.value.reply_code, e.value.reply_text) == (320, "CONNECTION_FORCED - user '%s' is deleted" % uniq)
+    assert api.get("/permissions/%2F/" + q(uniq)).status_code == 404

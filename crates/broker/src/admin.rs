@@ -166,7 +166,7 @@ impl Broker {
         }
         let users: Vec<String> = self.auth.users.keys().cloned().collect();
         for u in users {
-            self.delete_user(&u);
+            self.delete_user(&u, fx);
         }
         self.add_vhost("/");
     }

@@ -517,13 +517,18 @@ impl Broker {
         Ok(())
     }
 
-    /// Deletes a user and its permissions. False when it did not exist. Its open connections
-    /// stay open, as in RabbitMQ, but every new operation is refused.
-    pub fn delete_user(&mut self, name: &str) -> bool {
+    /// Deletes a user and its permissions, and closes its connections with 320 (RabbitMQ's
+    /// `user 'u' is deleted`). False when it did not exist.
+    pub fn delete_user(&mut self, name: &str, fx: &mut crate::Effects) -> bool {
         if !self.auth.users.contains_key(name) {
             return false;
         }
         self.define_auth(Definition::UserDeleted { name: name.to_owned() });
+        let conns: Vec<ConnectionId> =
+            self.connections.iter().filter(|(_, c)| c.user == name).map(|(id, _)| *id).collect();
+        for c in conns {
+            self.close_connection(c, &format!("user '{name}' is deleted"), fx);
+        }
         true
     }
 
@@ -699,6 +704,10 @@ mod tests {
         b.publish(1, 1, crate::PublishFlags::default(), m, 0, &mut fx).expect("write granted");
         b.clear_permissions("/", "u");
         assert_eq!(b.check_vhost_access("u", "/").expect_err("no access").code, reply::NOT_ALLOWED);
+        let mut fx = crate::Effects::default();
+        assert!(b.delete_user("u", &mut fx));
+        assert!(fx.out.iter().any(|(c, o)| *c == 1
+            && matches!(o, crate::Outbound::CloseConnection { code: 320, text } if text == "CONNECTION_FORCED - user 'u' is deleted")));
         assert_eq!(b.check_vhost_access("u", "nope").expect_err("no vhost").text, "vhost nope not found");
     }
 

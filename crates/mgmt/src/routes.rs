@@ -137,9 +137,9 @@ pub fn route(node: &dyn Node, r: &Req) -> ApiResult {
                 .iter()
                 .filter_map(|u| u.as_str().map(str::to_owned))
                 .collect();
-            with(node, |b, _| {
+            with(node, |b, fx| {
                 for u in &users {
-                    b.delete_user(u);
+                    b.delete_user(u, fx);
                 }
             });
             no_content()
@@ -155,7 +155,7 @@ pub fn route(node: &dyn Node, r: &Req) -> ApiResult {
         }
         (&M::DELETE, ["users", u]) => {
             who.require_admin()?;
-            if with(node, |b, _| b.delete_user(u)) {
+            if with(node, |b, fx| b.delete_user(u, fx)) {
                 no_content()
             } else {
                 Err(ApiError::not_found())
