@@ -286,3 +286,27 @@ def test_policies(api, connection, uniq):
     assert api.delete("/policies/%2F/" + q(uniq)).status_code == 204
     assert api.get("/policies/%2F/" + q(uniq)).status_code == 404
     assert api.ok("GET", "/queues/%2F/" + q(uniq))["policy"] is None
+
+
+def test_vhost_definitions_and_user_endpoints(api, uniq):
+    """Per-vhost export/import carries queues, exchanges, bindings and policies only; the user
+    helper endpoints answer in RabbitMQ's shape."""
+    src, dst = uniq + "-src", uniq + "-dst"
+    for v in (src, dst):
+        api.ok("PUT", "/vhosts/" + q(v))
+    api.ok("PUT", "/queues/%s/q1" % q(src), {"durable": True})
+    api.ok("PUT", "/exchanges/%s/x1" % q(src), {"type": "direct"})
+    api.ok("POST", "/bindings/%s/e/x1/q/q1" % q(src), {"routing_key": "k"})
+    defs = api.ok("GET", "/definitions/" + q(src))
+    assert "users" not in defs and "vhosts" not in defs
+    assert [x["name"] for x in defs["queues"]] == ["q1"]
+    assert api.post("/definitions/" + q(dst), defs).status_code == 204
+    assert api.ok("GET", "/queues/%s/q1" % q(dst))["durable"] is True
+    assert api.ok("GET", "/bindings/%s/e/x1/q/q1" % q(dst))[0]["routing_key"] == "k"
+    assert api.ok("GET", "/aliveness-test/" + q(dst)) == {"status": "ok"}
+    api.make_user(uniq + "-a", perms=None)
+    api.make_user(uniq + "-b", perms=None)
+    names = {u["name"] for u in api.ok("GET", "/users/without-permissions")}
+    assert {uniq + "-a", uniq + "-b"} <= names
+    assert api.post("/users/bulk-delete", {"users": [uniq + "-a", uniq + "-b"]}).status_code == 204
+    assert api.get("/users/" + q(uniq + "-a")).status_code == 404
