@@ -7,6 +7,7 @@
 //! It starts and stops no broker: that is the script's job.
 
 mod client;
+mod feature_bench;
 mod procfs;
 mod report;
 mod scenario;
@@ -71,6 +72,18 @@ struct Args {
     #[arg(long)]
     persistent: bool,
 
+    /// delayed and ttl-behind-head: how many messages to publish.
+    #[arg(long, default_value_t = 1_000_000)]
+    messages: u64,
+
+    /// delayed: seconds from the end of publishing until the first message is due.
+    #[arg(long, default_value_t = 10)]
+    delay_secs: u64,
+
+    /// delayed: seconds the due times are spread over.
+    #[arg(long, default_value_t = 30)]
+    spread_secs: u64,
+
     /// Also print the result as one JSON line.
     #[arg(long)]
     json: bool,
@@ -101,6 +114,9 @@ fn main() -> Result<()> {
         rate_per_sec: args.rate,
         undelivered_max: args.undelivered_max,
         persistent: args.persistent,
+        messages: args.messages,
+        delay_secs: args.delay_secs,
+        spread_secs: args.spread_secs,
     };
 
     // A current-thread runtime for one thread: the multi-thread one would add the main thread to

@@ -57,6 +57,8 @@ pub struct Outcome {
     /// Times a producer paused because consumers were far behind (see the scenario module);
     /// non-zero means the generator's consumers, not only the broker, set the pace.
     pub producer_pauses: u64,
+    /// One-shot feature benchmarks: their whole result as text (see `feature_bench.rs`).
+    pub detail: String,
     pub broker_cpu_secs: Option<f64>,
     pub broker_rss_kib: Option<u64>,
     pub generator_cpu_secs: f64,
@@ -74,6 +76,10 @@ impl Outcome {
         let mut line = self.scenario.to_string();
         if !self.label.is_empty() {
             let _ = write!(line, " [{}]", self.label);
+        }
+        if !self.detail.is_empty() {
+            let _ = write!(line, ": {}", self.detail);
+            return line;
         }
         if self.scenario == "idle-rss" {
             let _ = write!(line, ": broker RSS {}", mib_or_dash(self.broker_rss_kib));
@@ -120,8 +126,9 @@ impl Outcome {
     /// scenario) or the user gave (`--label`, escaped).
     pub fn json_line(&self) -> String {
         let latency = self.latency.as_ref();
-        let fields: [(&str, String); 19] = [
+        let fields: [(&str, String); 20] = [
             ("scenario", json_string(self.scenario)),
+            ("detail", json_string(&self.detail)),
             ("broker", json_string(&self.label)),
             ("window_secs", json_f64(Some(self.window_secs))),
             ("published_per_sec", json_f64(Some(self.published_per_sec))),

@@ -58,6 +58,18 @@ pub enum Name {
     /// No traffic: the resident memory of an idle broker (`--broker-pid` required).
     #[value(name = "idle-rss")]
     IdleRss,
+    /// small-autoack into a priority queue (x-max-priority 10), priorities 0..9 in turn.
+    #[value(name = "priority-10")]
+    Priority10,
+    /// `--messages` persistent messages to a durable x-delayed-message exchange, due over
+    /// `--spread-secs` after a `--delay-secs` lead; reports the broker's RSS with all pending
+    /// and how late each arrives after its due time (see `feature_bench.rs`).
+    #[value(name = "delayed")]
+    Delayed,
+    /// `--messages` messages with a 2 s per-message TTL behind one with a 1-hour TTL at the
+    /// head; reports how long until they are gone (see `feature_bench.rs`).
+    #[value(name = "ttl-behind-head")]
+    TtlBehindHead,
 }
 
 impl Name {
@@ -69,6 +81,9 @@ impl Name {
             Name::TenByTen => "ten-by-ten",
             Name::Latency1k => "latency-1k",
             Name::IdleRss => "idle-rss",
+            Name::Priority10 => "priority-10",
+            Name::Delayed => "delayed",
+            Name::TtlBehindHead => "ttl-behind-head",
         }
     }
 }
@@ -89,6 +104,11 @@ pub struct Options {
     pub undelivered_max: u64,
     /// Durable queues and persistent (delivery_mode 2) messages.
     pub persistent: bool,
+    /// delayed / ttl-behind-head: how many messages.
+    pub messages: u64,
+    /// delayed: the lead before the first message is due, and the span due times cover.
+    pub delay_secs: u64,
+    pub spread_secs: u64,
 }
 
 /// How a scenario's consumers settle deliveries.
@@ -115,6 +135,8 @@ struct Plan {
     rate_per_sec: Option<u32>,
     /// Bodies carry their send time and consumers record latency.
     latency: bool,
+    /// Queues are declared with this x-max-priority; producers cycle priorities below it.
+    max_priority: Option<u8>,
 }
 
 const SMALL_BODY_SIZE_BYTES: usize = 16;
@@ -150,6 +172,7 @@ impl Plan {
             acks: Acks::None,
             rate_per_sec: None,
             latency: false,
+            max_priority: None,
         };
         Some(match name {
             Name::SmallAutoack => base,
@@ -165,7 +188,8 @@ impl Plan {
             Name::Fanout4 => Plan { queues: 4, fanout: true, ..base },
             Name::TenByTen => Plan { queues: 10, producers: 10, ..base },
             Name::Latency1k => Plan { rate_per_sec: Some(options.rate_per_sec.max(1)), latency: true, ..base },
-            Name::IdleRss => return None,
+            Name::Priority10 => Plan { max_priority: Some(10), ..base },
+            Name::IdleRss | Name::Delayed | Name::TtlBehindHead => return None,
         })
     }
 
@@ -239,7 +263,11 @@ impl Shared {
 /// Runs `name` and returns what it measured.
 pub async fn run(name: Name, options: Options) -> Result<Outcome> {
     let Some(plan) = Plan::of(name, &options) else {
-        return idle_rss(&options);
+        return match name {
+            Name::Delayed => crate::feature_bench::delayed(&options).await,
+            Name::TtlBehindHead => crate::feature_bench::ttl_behind_head(&options).await,
+            _ => idle_rss(&options),
+        };
     };
     let run = timeout(SETUP_TIMEOUT, Run::start(plan, options))
         .await
@@ -311,10 +339,18 @@ impl Run {
         let queues: Vec<String> = (0..plan.queues).map(|i| format!("{run_id}-q{i}")).collect();
         for queue in &queues {
             control
-                .queue_declare(if options.persistent {
-                    QueueDeclareArguments::durable_client_named(queue)
-                } else {
-                    QueueDeclareArguments::new(queue)
+                .queue_declare({
+                    let mut args = if options.persistent {
+                        QueueDeclareArguments::durable_client_named(queue)
+                    } else {
+                        QueueDeclareArguments::new(queue)
+                    };
+                    if let Some(max) = plan.max_priority {
+                        let mut t = amqprs::FieldTable::new();
+                        t.insert("x-max-priority".try_into().context("field name")?, amqprs::FieldValue::B(max));
+                        args.arguments(t);
+                    }
+                    args
                 })
                 .await
                 .with_context(|| format!("queue.declare {queue}"))?;
@@ -434,6 +470,7 @@ impl Run {
             nacked: confirms.then(|| after.nacked - before.nacked),
             latency,
             undelivered_at_end: (after.published * self.plan.copies_per_publish()) as i64 - after.delivered as i64,
+            detail: String::new(),
             producer_pauses: after.producer_pauses - before.producer_pauses,
             broker_cpu_secs: match (before.broker_ticks, after.broker_ticks) {
                 (Some(from), Some(to)) => Some(to.saturating_sub(from) as f64 / ticks_per_sec),
@@ -544,7 +581,12 @@ async fn produce(
         ticker
     });
     let mut delivery_tag: u64 = 0;
+    let mut published: u64 = 0;
     while !shared.stop.load(Ordering::Relaxed) {
+        if let Some(max) = plan.max_priority {
+            properties.with_priority((published % u64::from(max)) as u8);
+            published += 1;
+        }
         if let Some(ticker) = ticker.as_mut() {
             ticker.tick().await;
         }

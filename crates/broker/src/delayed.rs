@@ -48,6 +48,11 @@ pub fn delay_of(message: &Message) -> Option<u64> {
     u64::try_from(delay).ok().filter(|&d| d > 0)
 }
 
+/// Memory a held message costs: its bytes plus the allocations around them.
+fn footprint(m: &Message) -> usize {
+    m.size_bytes() + 160
+}
+
 #[derive(Debug)]
 enum Body {
     Held(Arc<Message>),
@@ -88,7 +93,7 @@ pub struct Delayed {
     heap: BinaryHeap<Reverse<Pending>>,
     /// Store id → (vhost, exchange) of each delayed exchange.
     stores: HashMap<QueueId, (String, String)>,
-    /// Body bytes held in memory.
+    /// Memory held by messages kept in memory (see `footprint`).
     held_bytes: usize,
     next_seq: u64,
     /// (journal seq, store, msg id): entries to remove once the routed copies are synced.
@@ -149,9 +154,9 @@ impl Broker {
     ) {
         let budget = self.config.queue_memory_bytes_max;
         let body = match location {
-            Some(loc) if self.delayed.held_bytes + message.body.len() > budget => Body::OnDisk(loc),
+            Some(loc) if self.delayed.held_bytes + footprint(&message) > budget => Body::OnDisk(loc),
             _ => {
-                self.delayed.held_bytes += message.body.len();
+                self.delayed.held_bytes += footprint(&message);
                 Body::Held(message)
             }
         };
@@ -189,7 +194,7 @@ impl Broker {
             let Some(Reverse(p)) = self.delayed.heap.pop() else { break };
             let message = match p.body {
                 Body::Held(m) => {
-                    self.delayed.held_bytes -= m.body.len();
+                    self.delayed.held_bytes -= footprint(&m);
                     m
                 }
                 Body::OnDisk(loc) => match self.journal.read(loc) {
@@ -241,7 +246,7 @@ impl Broker {
                 continue;
             }
             if let Body::Held(m) = &p.body {
-                self.delayed.held_bytes -= m.body.len();
+                self.delayed.held_bytes -= footprint(m);
             }
             if p.msg_id != 0 {
                 self.journal.remove(store, p.msg_id);

@@ -38,7 +38,7 @@ pub struct Shared {
     /// Set and signalled when the journal has appends waiting for the syncer.
     sync_signal: (std::sync::Mutex<bool>, std::sync::Condvar),
     /// Wakes the ticker when the broker set a deadline earlier than the one it sleeps until.
-    tick_wake: tokio::sync::Notify,
+    tick_wake: (std::sync::Mutex<bool>, std::sync::Condvar),
     /// False after `warrenctl stop_app`: new AMQP connections are refused until `start_app`.
     pub app_running: std::sync::atomic::AtomicBool,
 }
@@ -51,6 +51,13 @@ impl Shared {
         cvar.notify_one();
     }
 
+    /// Tells the ticker to look at the broker's deadlines again.
+    pub fn wake_ticker(&self) {
+        let (lock, cvar) = &self.tick_wake;
+        *lock.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        cvar.notify_one();
+    }
+
     pub fn next_connection_id(&self) -> ConnectionId {
         self.next_connection_id.fetch_add(1, Ordering::Relaxed) + 1
     }
@@ -59,7 +66,7 @@ impl Shared {
     /// no connection sees effects out of order with its own state changes.
     pub fn dispatch(&self, fx: &mut Effects) {
         if fx.tick_at_ms.take().is_some() {
-            self.tick_wake.notify_one();
+            self.wake_ticker();
         }
         if fx.out.is_empty() {
             return;
@@ -241,7 +248,7 @@ pub async fn run(
         connection_count: AtomicUsize::new(0),
         shutdown: shutdown.clone(),
         sync_signal: (std::sync::Mutex::new(false), std::sync::Condvar::new()),
-        tick_wake: tokio::sync::Notify::new(),
+        tick_wake: (std::sync::Mutex::new(false), std::sync::Condvar::new()),
         app_running: std::sync::atomic::AtomicBool::new(true),
     });
     let mut addrs: Vec<(String, SocketAddr)> =
@@ -263,7 +270,10 @@ pub async fn run(
         }
         None => None,
     };
-    let ticker = tokio::spawn(ticker(shared.clone()));
+    let ticker = {
+        let shared = shared.clone();
+        std::thread::Builder::new().name("warren-tick".into()).spawn(move || ticker(&shared))?
+    };
     let syncer = {
         let shared = shared.clone();
         std::thread::Builder::new().name("warren-sync".into()).spawn(move || syncer(&shared))?
@@ -300,7 +310,8 @@ pub async fn run(
     while shared.connection_count.load(Ordering::Relaxed) > 0 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
-    let _ = ticker.await;
+    shared.wake_ticker();
+    let _ = ticker.join();
     if let Some(t) = mgmt_task {
         let _ = t.await;
     }
@@ -316,14 +327,21 @@ pub fn now_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
+/// Microseconds since the Unix epoch (the ticker's finer view of `now_ms`).
+fn now_us() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
+}
+
 /// Longest the ticker sleeps without looking at the broker, bounding the harm of a missed
 /// wake-up or a wall-clock jump.
 const TICK_SLEEP_MAX: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Calls `Broker::tick` when the broker's earliest deadline (message TTL, queue expiry) comes,
 /// sleeping in between; woken early when a call sets an earlier deadline (`Effects::tick_at_ms`).
-async fn ticker(shared: Arc<Shared>) {
-    let mut shutdown = shared.shutdown.clone();
+/// The broker's timer, on its own thread so that due times (message TTLs, delayed messages, ack
+/// timeouts) are met within a millisecond or so whatever the connections keep the runtime busy
+/// with; std's sleep is finer than tokio's millisecond timer wheel.
+fn ticker(shared: &Shared) {
     loop {
         let next = {
             let mut fx = Effects::default();
@@ -337,18 +355,20 @@ async fn ticker(shared: Arc<Shared>) {
             }
             next
         };
-        let sleep = match next {
-            Some(at) => std::time::Duration::from_millis(at.saturating_sub(now_ms())).min(TICK_SLEEP_MAX),
-            None => TICK_SLEEP_MAX,
-        };
-        tokio::select! {
-            _ = tokio::time::sleep(sleep) => {}
-            _ = shared.tick_wake.notified() => {}
-            _ = shutdown.changed() => return,
-        }
-        if *shutdown.borrow() {
+        if *shared.shutdown.borrow() {
             return;
         }
+        // Until the start of the due millisecond (the broker counts whole milliseconds).
+        let sleep = match next {
+            Some(at) => std::time::Duration::from_micros(at.saturating_mul(1000).saturating_sub(now_us())).min(TICK_SLEEP_MAX),
+            None => TICK_SLEEP_MAX,
+        };
+        let (lock, cvar) = &shared.tick_wake;
+        let mut woken = lock.lock().unwrap_or_else(|e| e.into_inner());
+        if !*woken && !sleep.is_zero() {
+            woken = cvar.wait_timeout(woken, sleep).unwrap_or_else(|e| e.into_inner()).0;
+        }
+        *woken = false;
     }
 }
 
