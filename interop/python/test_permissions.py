@@ -282,3 +282,17 @@ def test_deleting_a_user_closes_its_connections_with_320(broker, api, uniq):
         wait_for(10, lambda: False, pump=conn)
     assert (e.value.reply_code, e.value.reply_text) == (320, "CONNECTION_FORCED - user '%s' is deleted" % uniq)
     assert api.get("/permissions/%2F/" + q(uniq)).status_code == 404
+
+
+def test_empty_pattern_denies_like_rabbitmq(broker, api, uniq):
+    """RabbitMQ reads an empty permission pattern as "^$": nothing (but the empty name) matches."""
+    api.make_user(uniq, perms=(".*", "", ".*"))
+    conn = login(broker, uniq, "pw")
+    ch = conn.channel()
+    ch.queue_declare(uniq)
+    ch.confirm_delivery()
+    code, text = closed_by_broker(lambda: ch.basic_publish("amq.direct", uniq, b"m"))
+    assert (code, text) == (403, "ACCESS_REFUSED - access to exchange 'amq.direct' in vhost '/' refused for user '%s'"
+                            % uniq)
+    if conn.is_open:
+        conn.close()

@@ -89,6 +89,9 @@ impl Pattern {
         let templated = source.contains("{username}") || source.contains("{vhost}");
         let regex = if source == ".*" {
             None
+        } else if source.is_empty() {
+            // RabbitMQ compat: an empty pattern means "^$" (matches nothing but the empty name).
+            Some(regex::Regex::new("^$").map_err(|e| e.to_string())?)
         } else if templated {
             // Topic permission variables are expanded per check; validate with a stand-in.
             let probe = source.replace("{username}", "u").replace("{vhost}", "v");
@@ -668,6 +671,7 @@ mod tests {
         assert!(p("^$").matches("") && !p("^$").matches("q"));
         assert!(p(".*").matches("anything") && p(".*").matches(""));
         assert!(p("foo").matches("a-foo-b") && !p("^foo$").matches("a-foo-b"));
+        assert!(!p("").matches("q") && p("").matches(""), "an empty pattern is '^$'");
         assert!(Pattern::new("(").is_err());
     }
 
