@@ -189,6 +189,12 @@ impl Auth {
         self.users.get(name)
     }
 
+    /// May publish messages whose `user_id` names another user: the `impersonator` tag (as
+    /// RabbitMQ), and trusted internal sessions (user "").
+    pub fn may_impersonate(&self, user: &str) -> bool {
+        user.is_empty() || self.users.get(user).is_some_and(|u| u.has_tag("impersonator"))
+    }
+
     pub fn permissions_of(&self, vhost: &str, user: &str) -> Option<&Permissions> {
         self.permissions.get(vhost)?.get(user)
     }
@@ -730,6 +736,14 @@ mod tests {
         assert_eq!(e.text, "access to topic 'b.a' in exchange 'amq.topic' in vhost '/' refused for user 'u'");
         b.channel_open(1, 2);
         publish(&mut b, "amq.direct", "b.a").expect("not a topic exchange");
+        let with_user_id = |b: &mut Broker| {
+            let props = BasicProperties { user_id: Some("someone".into()), ..Default::default() };
+            let m = Message::with_properties("amq.direct", "k", &props, bytes::Bytes::new());
+            b.publish(1, 1, crate::PublishFlags::default(), m, 0, &mut crate::Effects::default())
+        };
+        assert_eq!(with_user_id(&mut b).expect_err("not its user id").code, reply::PRECONDITION_FAILED);
+        b.put_user("u", &hash_password("p", [9, 9, 9, 9]), &["impersonator".into()]).expect("user");
+        with_user_id(&mut b).expect("an impersonator may set another user id");
         b.handle(1, 2, declare("q"), 0, &mut fx).expect("declare");
         let bind = |rk: &str| -> Method {
             QueueBind { queue: "q".into(), exchange: "amq.topic".into(), routing_key: rk.into(), ..Default::default() }

@@ -1528,7 +1528,7 @@ impl Broker {
             )));
         }
         if let Some(uid) = message.user_id() {
-            if uid != state.user.as_bytes() {
+            if uid != state.user.as_bytes() && !self.auth.may_impersonate(&state.user) {
                 return Err(AmqpError::precondition_failed(format!(
                     "user_id property set to '{}' but authenticated user was '{}'",
                     String::from_utf8_lossy(uid),
