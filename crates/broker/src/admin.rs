@@ -170,10 +170,6 @@ impl Broker {
         }
         self.add_vhost("/");
     }
-
-    pub fn find_connection(&self, conn: ConnectionId) -> Option<&crate::ConnectionState> {
-        self.connections.get(&conn)
-    }
 }
 
 fn forced(reason: &str) -> String {
@@ -182,11 +178,6 @@ fn forced(reason: &str) -> String {
 
 fn vhost_deleted_text(name: &str) -> String {
     forced(&format!("vhost '{name}' is deleted"))
-}
-
-/// An error from an internal session as the HTTP API reports it.
-pub fn describe(e: &AmqpError) -> String {
-    e.reply_text()
 }
 
 #[cfg(test)]
