@@ -310,3 +310,14 @@ def test_vhost_definitions_and_user_endpoints(api, uniq):
     assert {uniq + "-a", uniq + "-b"} <= names
     assert api.post("/users/bulk-delete", {"users": [uniq + "-a", uniq + "-b"]}).status_code == 204
     assert api.get("/users/" + q(uniq + "-a")).status_code == 404
+
+
+def test_connections_of_a_user(broker, api, uniq):
+    api.make_user(uniq)
+    conn = login(broker, uniq, "pw")
+    rows = wait_for(5, lambda: api.ok("GET", "/connections/username/" + q(uniq)))
+    assert [c["user"] for c in rows] == [uniq]
+    assert api.delete("/connections/username/" + q(uniq)).status_code == 204
+    with pytest.raises(pika.exceptions.ConnectionClosedByBroker) as e:
+        wait_for(10, lambda: False, pump=conn)
+    assert e.value.reply_code == 320

@@ -462,6 +462,26 @@ pub fn route(node: &dyn Node, r: &Req) -> ApiResult {
 
         // ---- connections, channels, consumers ----
         (&M::GET, ["connections"]) => list(r, with(node, |b, _| render::connections(b, &node.node_name(), who))),
+        (&M::GET, ["connections", "username", u]) => {
+            if !who.is_monitor() && who.name != *u {
+                return Err(ApiError::not_authorised("Not monitor user"));
+            }
+            let items = with(node, |b, _| render::connections(b, &node.node_name(), who));
+            list(r, items.into_iter().filter(|c| c["user"] == *u).collect())
+        }
+        (&M::DELETE, ["connections", "username", u]) => {
+            if !who.is_admin() && who.name != *u {
+                return Err(ApiError::not_authorised("Not administrator user"));
+            }
+            let reason = r.reason_header.clone().unwrap_or_else(|| "Closed via management plugin".into());
+            with(node, |b, fx| {
+                let ids: Vec<u64> = b.connections.iter().filter(|(_, c)| c.user == *u).map(|(id, _)| *id).collect();
+                for id in ids {
+                    b.close_connection(id, &reason, fx);
+                }
+            });
+            no_content()
+        }
         (&M::GET, ["connections", name]) => {
             let items = with(node, |b, _| render::connections(b, &node.node_name(), who));
             ok_json(items.into_iter().find(|c| c["name"] == *name).ok_or_else(ApiError::not_found)?)
