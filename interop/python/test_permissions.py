@@ -240,6 +240,17 @@ except Exception as e:
 """
 
 
+NETNS_HTTP = """
+import base64, sys, urllib.request, urllib.error
+req = urllib.request.Request("http://%s:%s/api/whoami" % (sys.argv[1], sys.argv[2]),
+                             headers={"Authorization": "Basic " + base64.b64encode(b"guest:guest").decode()})
+try:
+    print(urllib.request.urlopen(req, timeout=30).status)
+except urllib.error.HTTPError as e:
+    print(e.code, e.read().decode())
+"""
+
+
 def test_guest_only_from_loopback(broker_factory):
     """guest is refused from a non-loopback peer address: server and client run in a network
     namespace made for the test, the client connecting to the namespace's own non-loopback
@@ -269,6 +280,14 @@ def test_guest_only_from_loopback(broker_factory):
         assert connect("127.0.0.1", "guest", "guest") == "OK"
         out = connect(addr, "guest", "guest")
         assert out.startswith("ERR") and "ACCESS_REFUSED - user 'guest' can only connect via localhost" in out, out
+
+        def http(host):
+            r = subprocess.run(["ip", "netns", "exec", ns, py, "-c", NETNS_HTTP, host, str(b.mgmt_port)],
+                               capture_output=True, text=True, timeout=60)
+            return r.stdout.strip()
+
+        assert http("127.0.0.1") == "200"
+        assert http(addr) == '401 {"error":"not_authorised","reason":"User can only log in via localhost"}'
         b.stop()
     finally:
         subprocess.run(["ip", "netns", "del", ns], capture_output=True)

@@ -322,7 +322,7 @@ fn authenticate(node: &dyn Node, peer: SocketAddr, headers: &hyper::HeaderMap) -
     match found {
         Ok((name, tags)) => Ok(Identity { name, tags, internal: false }),
         Err(broker::auth::LoginError::LoopbackOnly) => {
-            Err(ApiError::not_authorised(format!("User '{user}' can only log in via localhost")))
+            Err(ApiError::not_authorised("User can only log in via localhost"))
         }
         Err(broker::auth::LoginError::Refused) => Err(ApiError::not_authorised("Login failed")),
     }
