@@ -177,3 +177,28 @@ def test_policies(node):
     assert ok(node, "-q", "list_policies").strip() == ""
     r = ctl(node, "set_policy", "bad", "x", "{not json")
     assert r.returncode == 65
+
+
+def test_reset_survives_restart(broker_factory):
+    """After reset and a restart the node is as fresh as after reset: the journal replays the
+    wipe and the recreated vhost and default user."""
+    d = broker_factory.new_data_dir()
+    b = broker_factory.start(d)
+    ok(b, "add_user", "dave", "pw")
+    ok(b, "add_vhost", "gone")
+    conn = b.connect()
+    ch = conn.channel()
+    ch.queue_declare("durable-q", durable=True)
+    ch.confirm_delivery()
+    ch.basic_publish("", "durable-q", b"m", pika.BasicProperties(delivery_mode=2))
+    conn.close()
+    ok(b, "stop_app")
+    ok(b, "reset")
+    ok(b, "start_app")
+    b.stop()
+    b = broker_factory.start(d)
+    api = Api(b)
+    assert [u["name"] for u in api.ok("GET", "/users")] == ["guest"]
+    assert [v["name"] for v in api.ok("GET", "/vhosts")] == ["/"]
+    assert api.ok("GET", "/queues") == []
+    login(b, "guest", "guest").close()
