@@ -360,7 +360,9 @@ fn ticker(shared: &Shared) {
         }
         // Until the start of the due millisecond (the broker counts whole milliseconds).
         let sleep = match next {
-            Some(at) => std::time::Duration::from_micros(at.saturating_mul(1000).saturating_sub(now_us())).min(TICK_SLEEP_MAX),
+            Some(at) => {
+                std::time::Duration::from_micros(at.saturating_mul(1000).saturating_sub(now_us())).min(TICK_SLEEP_MAX)
+            }
             None => TICK_SLEEP_MAX,
         };
         let (lock, cvar) = &shared.tick_wake;
