@@ -321,3 +321,21 @@ def test_connections_of_a_user(broker, api, uniq):
     with pytest.raises(pika.exceptions.ConnectionClosedByBroker) as e:
         wait_for(10, lambda: False, pump=conn)
     assert e.value.reply_code == 320
+
+
+def test_vhost_metadata(broker_factory):
+    """A vhost's description, tags and default queue type are kept, shown, exported and survive
+    a restart."""
+    d = broker_factory.new_data_dir()
+    b = broker_factory.start(d)
+    api = Api(b)
+    body = {"description": "orders", "tags": "prod,eu", "default_queue_type": "quorum"}
+    assert api.put("/vhosts/meta", body).status_code == 201
+    v = api.ok("GET", "/vhosts/meta")
+    assert (v["description"], v["tags"], v["default_queue_type"]) == ("orders", ["prod", "eu"], "quorum")
+    assert v["metadata"] == {"description": "orders", "tags": ["prod", "eu"], "default_queue_type": "quorum"}
+    exported = [x for x in api.ok("GET", "/definitions")["vhosts"] if x["name"] == "meta"][0]
+    assert exported["metadata"]["description"] == "orders"
+    b.stop()
+    b = broker_factory.start(d)
+    assert Api(b).ok("GET", "/vhosts/meta")["tags"] == ["prod", "eu"]

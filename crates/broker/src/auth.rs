@@ -178,6 +178,16 @@ pub struct Auth {
     pub connection_meta: HashMap<ConnectionId, Arc<ConnectionMeta>>,
     /// Counts the internal connections of API sessions (see `admin.rs`).
     pub next_internal_connection: u64,
+    /// Vhosts' metadata, by vhost name (absent: empty description, no tags, classic).
+    pub vhost_metadata: BTreeMap<String, VhostMetadata>,
+}
+
+/// RabbitMQ's vhost metadata: shown and exported, not acted on.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct VhostMetadata {
+    pub description: String,
+    pub tags: Vec<String>,
+    pub default_queue_type: String,
 }
 
 fn refused(kind: &str, name: &str, vhost: &str, user: &str) -> AmqpError {
@@ -287,7 +297,16 @@ impl Auth {
             Definition::VhostDeleted { name } => {
                 self.permissions.remove(name);
                 self.topic_permissions.remove(name);
+                self.vhost_metadata.remove(name);
                 return false;
+            }
+            Definition::VhostMetadata { name, description, tags, default_queue_type } => {
+                let meta = VhostMetadata {
+                    description: description.clone(),
+                    tags: tags.clone(),
+                    default_queue_type: default_queue_type.clone(),
+                };
+                self.vhost_metadata.insert(name.clone(), meta);
             }
             _ => return false,
         }
@@ -330,6 +349,13 @@ pub(crate) fn encode_definition(d: &Definition, t: &mut FieldTable) {
             put("write", write);
             put("read", read);
         }
+        Definition::VhostMetadata { name, description, tags, default_queue_type } => {
+            put("t", "vhost-metadata");
+            put("name", name);
+            put("description", description);
+            put("tags", &tags.join(","));
+            put("default_queue_type", default_queue_type);
+        }
         Definition::TopicPermissionCleared { vhost, user, exchange } => {
             put("t", "topic-permission-cleared");
             put("vhost", vhost);
@@ -352,6 +378,12 @@ pub(crate) fn decode_definition(kind: &str, t: &FieldTable) -> Option<Definition
             tags: s("tags")?.split(',').filter(|x| !x.is_empty()).map(str::to_owned).collect(),
         },
         "user-deleted" => Definition::UserDeleted { name: s("name")? },
+        "vhost-metadata" => Definition::VhostMetadata {
+            name: s("name")?,
+            description: s("description")?,
+            tags: s("tags")?.split(',').filter(|x| !x.is_empty()).map(str::to_owned).collect(),
+            default_queue_type: s("default_queue_type")?,
+        },
         "permission" => Definition::Permission {
             vhost: s("vhost")?,
             user: s("user")?,
@@ -622,6 +654,35 @@ impl Broker {
         exists
     }
 
+    /// Sets a vhost's description, tags and default queue type (journaled). Err when the vhost
+    /// does not exist.
+    pub fn set_vhost_metadata(
+        &mut self,
+        name: &str,
+        description: &str,
+        tags: &[String],
+        default_queue_type: &str,
+    ) -> std::result::Result<(), String> {
+        if !self.vhosts.contains_key(name) {
+            return Err(format!("vhost '{name}' does not exist"));
+        }
+        let meta = VhostMetadata {
+            description: description.to_owned(),
+            tags: tags.to_vec(),
+            default_queue_type: default_queue_type.to_owned(),
+        };
+        if self.auth.vhost_metadata.get(name) == Some(&meta) {
+            return Ok(());
+        }
+        self.define_auth(Definition::VhostMetadata {
+            name: name.to_owned(),
+            description: meta.description,
+            tags: meta.tags,
+            default_queue_type: meta.default_queue_type,
+        });
+        Ok(())
+    }
+
     /// True when no user was ever defined on this node (first start).
     pub fn auth_uninitialized(&self) -> bool {
         !self.auth.initialized
@@ -775,6 +836,17 @@ mod tests {
         }
         let cleared = Definition::TopicPermissionCleared { vhost: "/".into(), user: "u".into(), exchange: None };
         assert_eq!(crate::journal::decode_definition(&crate::journal::encode_definition(&cleared)), Some(cleared));
+        let meta = Definition::VhostMetadata {
+            name: "v".into(),
+            description: "main".into(),
+            tags: vec!["a".into(), "b".into()],
+            default_queue_type: "quorum".into(),
+        };
+        assert_eq!(crate::journal::decode_definition(&crate::journal::encode_definition(&meta)).as_ref(), Some(&meta));
+        assert!(a.apply(&meta));
+        assert_eq!(a.vhost_metadata["v"].tags, ["a", "b"]);
+        a.apply(&Definition::VhostDeleted { name: "v".into() });
+        assert!(a.vhost_metadata.is_empty());
         assert!(a.permissions_of("/", "u").is_some());
         a.apply(&Definition::UserDeleted { name: "u".into() });
         assert!(a.permissions_of("/", "u").is_none() && a.users.is_empty() && a.initialized);

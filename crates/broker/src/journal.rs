@@ -94,6 +94,13 @@ pub enum Definition {
         user: String,
         exchange: Option<String>,
     },
+    /// A vhost's description, tags and default queue type (RabbitMQ's vhost metadata).
+    VhostMetadata {
+        name: String,
+        description: String,
+        tags: Vec<String>,
+        default_queue_type: String,
+    },
     /// A policy or operator policy set (see `policy.rs`).
     Policy {
         vhost: String,
@@ -346,7 +353,8 @@ pub fn encode_definition(d: &Definition) -> BytesMut {
         | Definition::Permission { .. }
         | Definition::PermissionCleared { .. }
         | Definition::TopicPermission { .. }
-        | Definition::TopicPermissionCleared { .. } => crate::auth::encode_definition(d, &mut t),
+        | Definition::TopicPermissionCleared { .. }
+        | Definition::VhostMetadata { .. } => crate::auth::encode_definition(d, &mut t),
         Definition::Policy { vhost, name, pattern, apply_to, priority, definition, operator } => {
             t.insert("t", s("policy"));
             t.insert("vhost", s(vhost));

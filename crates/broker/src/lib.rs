@@ -1989,7 +1989,8 @@ impl Broker {
             | Definition::Permission { .. }
             | Definition::PermissionCleared { .. }
             | Definition::TopicPermission { .. }
-            | Definition::TopicPermissionCleared { .. } => {}
+            | Definition::TopicPermissionCleared { .. }
+            | Definition::VhostMetadata { .. } => {}
         }
     }
 

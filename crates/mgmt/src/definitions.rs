@@ -73,7 +73,17 @@ pub fn export(b: &Broker, vhost: Option<&str>) -> Value {
             Value::Array(
                 vhosts
                     .iter()
-                    .map(|v| json!({"name": v, "limits": [], "metadata": {"description": "", "tags": []}}))
+                    .map(|v| {
+                        let r = render::vhost(b, v);
+                        json!({
+                            "name": v,
+                            "limits": [],
+                            "description": r["description"],
+                            "tags": r["tags"],
+                            "default_queue_type": r["default_queue_type"],
+                            "metadata": r["metadata"],
+                        })
+                    })
                     .collect(),
             ),
         );
@@ -119,7 +129,12 @@ pub fn import(node: &dyn Node, defs: &Map<String, Value>, only_vhost: Option<&st
     if only_vhost.is_none() {
         for v in list(defs, "vhosts")? {
             let name = text(v, "name")?.to_owned();
-            with(node, |b, _| b.create_vhost(&name)).map_err(ApiError::bad_request)?;
+            let (description, tags, dqt) = crate::routes::vhost_metadata(v.as_object().unwrap_or(&Map::new()));
+            with(node, |b, _| {
+                b.create_vhost(&name)?;
+                b.set_vhost_metadata(&name, &description, &tags, &dqt)
+            })
+            .map_err(ApiError::bad_request)?;
         }
         for u in list(defs, "users")? {
             let name = text(u, "name")?.to_owned();

@@ -80,12 +80,14 @@ pub fn vhost(b: &Broker, name: &str) -> Value {
             }
         }
     }
+    let meta = b.auth().vhost_metadata.get(name).cloned().unwrap_or_default();
+    let dqt = if meta.default_queue_type.is_empty() { "classic" } else { meta.default_queue_type.as_str() };
     json!({
         "name": name,
-        "description": "",
-        "tags": [],
-        "metadata": {"description": "", "tags": []},
-        "default_queue_type": "classic",
+        "description": meta.description,
+        "tags": meta.tags,
+        "metadata": {"description": meta.description, "tags": meta.tags, "default_queue_type": dqt},
+        "default_queue_type": dqt,
         "tracing": false,
         "cluster_state": {},
         "messages": ready + unacked,

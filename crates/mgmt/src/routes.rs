@@ -59,9 +59,11 @@ pub fn route(node: &dyn Node, r: &Req) -> ApiResult {
         }
         (&M::PUT, ["vhosts", v]) => {
             who.require_admin()?;
-            r.json()?;
+            let body = r.json()?;
+            let meta = vhost_metadata(&body);
             let added = with(node, |b, _| {
                 let added = b.create_vhost(v)?;
+                b.set_vhost_metadata(v, &meta.0, &meta.1, &meta.2)?;
                 if added && !who.internal {
                     // RabbitMQ compat: the user who creates a vhost over the API gets full
                     // permissions in it.
@@ -662,6 +664,17 @@ pub fn route(node: &dyn Node, r: &Req) -> ApiResult {
         ) => Err(ApiError::method_not_allowed()),
         _ => Err(ApiError::not_found()),
     }
+}
+
+/// (description, tags, default queue type) from a vhost body, top level or under `metadata`
+/// (RabbitMQ accepts both; tags as a list or a comma-separated string).
+pub fn vhost_metadata(body: &Map<String, Value>) -> (String, Vec<String>, String) {
+    let meta = body.get("metadata").and_then(Value::as_object);
+    let field = |k: &str| body.get(k).or_else(|| meta.and_then(|m| m.get(k)));
+    let description = field("description").and_then(Value::as_str).unwrap_or("").to_owned();
+    let tags = tags_of(field("tags"));
+    let dqt = field("default_queue_type").and_then(Value::as_str).unwrap_or("").to_owned();
+    (description, tags, dqt)
 }
 
 /// Policies need the policymaker tag, operator policies administrator (as RabbitMQ).
