@@ -75,6 +75,8 @@ pub struct Channel {
     pub tx: Option<Vec<TxOp>>,
     /// channel.flow: false stops deliveries.
     pub flow_active: bool,
+    /// Message counters and rates (see `stats.rs`).
+    pub stats: crate::stats::MessageStats,
     /// The deadline of this channel's live entry in the broker's ack timers (`ack_timeout.rs`);
     /// `u64::MAX` when it has none.
     pub ack_timer_ms: u64,

@@ -71,6 +71,11 @@ pub struct Exchange {
     direct_index: HashMap<String, Vec<usize>>,
     /// `alternate-exchange` from the policy in force (the argument wins over it).
     pub policy_alternate: Option<String>,
+    /// Messages published into it and copies routed out of it, counted while routing (which
+    /// only reads the exchange); `stats` takes them in at each sample.
+    pub published_in: std::cell::Cell<u64>,
+    pub published_out: std::cell::Cell<u64>,
+    pub stats: crate::stats::MessageStats,
 }
 
 impl Exchange {
@@ -102,6 +107,9 @@ impl Exchange {
             bindings: Vec::new(),
             direct_index: HashMap::new(),
             policy_alternate: None,
+            published_in: Default::default(),
+            published_out: Default::default(),
+            stats: Default::default(),
         }
     }
 

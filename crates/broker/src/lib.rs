@@ -24,6 +24,7 @@ pub mod journal;
 pub mod message;
 pub mod policy;
 pub mod queue;
+pub mod stats;
 mod timers;
 pub mod topic;
 
@@ -43,6 +44,7 @@ pub use features::{Overflow, QueueFeatures};
 pub use journal::{Definition, Journal, MessageId, MessageRecord, NullJournal, SyncJob};
 pub use message::Message;
 pub use queue::{Consumer, Queue, QueuedMessage};
+pub use stats::{MessageStats, Stat};
 
 /// Identifies a client connection for the life of the process.
 pub type ConnectionId = u64;
@@ -238,6 +240,11 @@ impl Vhost {
         let mut pending: Vec<&str> = Vec::new();
         let mut visited: Vec<&str> = Vec::new();
         let mut current = exchange;
+        let first = self.exchanges.get(exchange);
+        if let Some(x) = first {
+            x.published_in.set(x.published_in.get() + 1);
+        }
+        let before = out.len();
         loop {
             if let Some(x) = self.exchanges.get(current) {
                 let h = if x.routing == ExchangeKind::Headers {
@@ -269,6 +276,9 @@ impl Vhost {
             let Some(n) = next else { break };
             visited.push(n);
             current = n;
+        }
+        if let Some(x) = first {
+            x.published_out.set(x.published_out.get() + (out.len() - before) as u64);
         }
         if out.len() > 1 {
             out.sort_unstable();
@@ -330,6 +340,9 @@ pub struct Broker {
     server_closed: HashSet<(ConnectionId, u16)>,
     /// Messages held by delayed-message exchanges (see `delayed.rs`).
     delayed: delayed::Delayed,
+    /// Node-wide message statistics (see `stats.rs`).
+    totals: stats::MessageStats,
+    churn: stats::Churn,
     /// Users, permissions and connection details (see `auth.rs`).
     auth: auth::Auth,
 }
@@ -445,6 +458,8 @@ impl Broker {
             ack_timers: BinaryHeap::new(),
             server_closed: HashSet::new(),
             delayed: delayed::Delayed::default(),
+            totals: stats::MessageStats::default(),
+            churn: stats::Churn::default(),
             auth: auth::Auth::default(),
         };
         b.add_vhost("/");
@@ -513,6 +528,10 @@ impl Broker {
     fn defer(&mut self, conn: ConnectionId, ch: u16, d: Deferred, jseq: u64, fx: &mut Effects) {
         let synced = self.synced_seq;
         let Some(c) = self.channels.get_mut(&(conn, ch)) else { return };
+        if matches!(d, Deferred::Confirm(_)) {
+            c.stats.inc(Stat::Confirm);
+            self.totals.inc(Stat::Confirm);
+        }
         if c.confirms.is_empty() && jseq <= synced {
             fx.push(conn, d.into_outbound(ch, true));
         } else {
@@ -564,6 +583,7 @@ impl Broker {
         if !self.vhosts.contains_key(vhost) {
             return Err(AmqpError::not_allowed(format!("vhost {vhost} not found")));
         }
+        self.churn.connections_opened += 1;
         self.connections.insert(
             conn,
             ConnectionState { vhost: vhost.to_owned(), user: user.to_owned(), exclusive_queues: Vec::new(), credit },
@@ -608,6 +628,7 @@ impl Broker {
         }
         self.server_closed.retain(|(c, _)| *c != conn);
         if let Some(state) = self.connections.remove(&conn) {
+            self.churn.connections_closed += 1;
             for q in state.exclusive_queues {
                 self.delete_queue_by_id(q, effects);
             }
@@ -617,6 +638,7 @@ impl Broker {
 
     pub fn channel_open(&mut self, conn: ConnectionId, channel: u16) {
         self.server_closed.remove(&(conn, channel));
+        self.churn.channels_opened += 1;
         self.channels.insert((conn, channel), Channel::new());
     }
 
@@ -627,6 +649,7 @@ impl Broker {
             self.server_closed.remove(&(conn, channel));
             return;
         };
+        self.churn.channels_closed += 1;
         // Requeue newest first so each lands in front of the later ones already back.
         while let Some(u) = ch.unacked.pop_back() {
             if let Some(q) = self.queues.get_mut(&u.queue) {
@@ -1103,6 +1126,7 @@ impl Broker {
         let vhost_name = self.vhost_of(conn)?.to_owned();
         let name = if m.queue.is_empty() && !m.passive { self.generate_name("amq.gen-") } else { m.queue.clone() };
         let existing = self.vhosts.get(&vhost_name).and_then(|v| v.queues.get(&name)).copied();
+        self.churn.queues_declared += 1;
         let (qid, message_count, consumer_count) = match existing {
             Some(qid) => {
                 let q = &self.queues[&qid];
@@ -1160,6 +1184,7 @@ impl Broker {
                 }
                 let q = Queue::new(id, &vhost_name, &name, m.durable, owner, m.auto_delete, m.arguments);
                 self.queues.insert(id, q);
+                self.churn.queues_created += 1;
                 if let Some(v) = self.vhosts.get_mut(&vhost_name) {
                     v.queues.insert(name.clone(), id);
                 }
@@ -1235,6 +1260,7 @@ impl Broker {
         let Some(q) = self.queues.remove(&qid) else {
             return 0;
         };
+        self.churn.queues_deleted += 1;
         if q.is_journaled() {
             // Remove its journaled messages, ready and unacknowledged, then the queue itself.
             for msg_id in q.ready_msg_ids() {
@@ -1375,6 +1401,11 @@ impl Broker {
             Self::page_in(q, &*self.journal, self.config.queue_memory_bytes_max, &mut self.page_in_failures);
             match q.pop() {
                 None => {
+                    q.stats.inc(Stat::GetEmpty);
+                    self.totals.inc(Stat::GetEmpty);
+                    if let Some(c) = self.channels.get_mut(&(conn, ch)) {
+                        c.stats.inc(Stat::GetEmpty);
+                    }
                     fx.reply(conn, ch, BasicGetEmpty { cluster_id: String::new() });
                     return Ok(());
                 }
@@ -1389,10 +1420,21 @@ impl Broker {
         if !m.no_ack {
             q.unacked_count += 1;
         }
+        let kind = if m.no_ack { Stat::GetNoAck } else { Stat::Get };
+        q.stats.inc(kind);
+        self.totals.inc(kind);
+        if entry.redelivered {
+            q.stats.inc(Stat::Redeliver);
+            self.totals.inc(Stat::Redeliver);
+        }
         if let Some(state) = self.connections.get(&conn) {
             state.credit.spend(delivery_cost(&entry.message));
         }
         let c = self.channel_mut(conn, ch)?;
+        c.stats.inc(kind);
+        if entry.redelivered {
+            c.stats.inc(Stat::Redeliver);
+        }
         let delivery_tag = c.next_tag();
         let (message, redelivered, msg_id) = (entry.message.clone(), entry.redelivered, entry.msg_id);
         if !m.no_ack {
@@ -1434,11 +1476,14 @@ impl Broker {
             return Err(AmqpError::precondition_failed(format!("unknown delivery tag {delivery_tag}")));
         };
         c.consumer_unacked -= done.iter().filter(|u| u.consumer_tag.is_some()).count() as u32;
+        let acked = if matches!(how, Settle::Ack) { done.len() as u64 } else { 0 };
+        c.stats.add(Stat::Ack, acked);
         if c.global_prefetch != 0 {
             // The channel-wide limit freed room for every queue this channel consumes from.
             let queues: Vec<QueueId> = c.consumers.values().copied().collect();
             self.dirty.extend(queues);
         }
+        self.totals.add(Stat::Ack, acked);
         for u in done.into_iter().rev() {
             let Some(q) = self.queues.get_mut(&u.queue) else {
                 continue;
@@ -1450,7 +1495,10 @@ impl Broker {
                 }
             }
             match how {
-                Settle::Ack => Self::forget(&mut *self.journal, u.queue, u.entry.msg_id),
+                Settle::Ack => {
+                    q.stats.inc(Stat::Ack);
+                    Self::forget(&mut *self.journal, u.queue, u.entry.msg_id)
+                }
                 Settle::Discard => {
                     Self::dead_letter(q, u.entry, Reason::Rejected, &mut *self.journal, &mut self.dead_letters)
                 }
@@ -1571,6 +1619,7 @@ impl Broker {
     ) -> Result<u64> {
         let seq = {
             let c = self.channel_mut(conn, ch)?;
+            c.stats.inc(Stat::Publish);
             if c.confirm {
                 c.next_publish_seq += 1;
                 Some(c.next_publish_seq)
@@ -1594,6 +1643,14 @@ impl Broker {
             delivered_direct = self.deliver_reply(&message.routing_key[REPLY_TO_PREFIX.len()..], &message, fx);
         } else {
             vhost.route(&message.exchange, &message.routing_key, &message, &mut routed);
+        }
+        self.totals.inc(Stat::Publish);
+        if routed.is_empty() && !delivered_direct {
+            let s = if mandatory { Stat::ReturnUnroutable } else { Stat::DropUnroutable };
+            self.totals.inc(s);
+            if let Some(c) = self.channels.get_mut(&(conn, ch)) {
+                c.stats.inc(s);
+            }
         }
         if routed.is_empty() && !delivered_direct && mandatory {
             fx.push(
@@ -1691,6 +1748,7 @@ impl Broker {
                 durable.push(qid);
                 durable_deadline |= expires_at_ms != 0;
             }
+            q.stats.inc(Stat::Publish);
             let seq = q.push(message.clone(), if journaled { msg_id } else { 0 }, expires_at_ms);
             if journaled {
                 durable_seqs.push(seq);
@@ -1848,6 +1906,15 @@ impl Broker {
             };
             let delivery_tag = chan.next_tag();
             cons.credit.spend(delivery_cost(&entry.message));
+            let kind = if cons.no_ack { Stat::DeliverNoAck } else { Stat::Deliver };
+            q.stats.inc(kind);
+            chan.stats.inc(kind);
+            self.totals.inc(kind);
+            if entry.redelivered {
+                q.stats.inc(Stat::Redeliver);
+                chan.stats.inc(Stat::Redeliver);
+                self.totals.inc(Stat::Redeliver);
+            }
             let out = Outbound::Deliver {
                 channel: cons.channel,
                 consumer_tag: cons.tag.clone(),

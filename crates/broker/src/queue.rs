@@ -379,6 +379,8 @@ pub struct Queue {
     pub max_priority: u8,
     /// A policy or operator policy shaped `features` (see `policy.rs`).
     pub policy_applied: bool,
+    /// Message counters and rates (see `stats.rs`).
+    pub stats: crate::stats::MessageStats,
     /// `x-message-deduplication`: the ids seen (see `dedup.rs`).
     pub dedup: Option<Box<crate::dedup::DedupWindow>>,
     pub ready: Ready,
@@ -431,6 +433,7 @@ impl Queue {
             max_priority: max_priority(&arguments),
             policy_applied: false,
             dedup: crate::dedup::DedupWindow::from_arguments(&arguments),
+            stats: Default::default(),
             arguments,
             ready: Ready::default(),
             paged: Paged::default(),

@@ -70,6 +70,21 @@ pub fn may_see_vhost(b: &Broker, who: &Identity, vhost: &str) -> bool {
     who.is_monitor() || b.auth().permissions_of(vhost, &who.name).is_some()
 }
 
+/// RabbitMQ's `message_stats` object: each counter that is not zero with its
+/// `<name>_details.rate` (per second over the last sampling interval), and `deliver_get`.
+pub fn message_stats(s: &broker::stats::MessageStats) -> Value {
+    let mut o = Map::new();
+    for (stat, count, rate) in s.nonzero() {
+        o.insert(stat.name().into(), json!(count));
+        o.insert(format!("{}_details", stat.name()), json!({"rate": rate}));
+    }
+    if s.deliver_get() != 0 {
+        o.insert("deliver_get".into(), json!(s.deliver_get()));
+        o.insert("deliver_get_details".into(), json!({"rate": s.deliver_get_rate()}));
+    }
+    Value::Object(o)
+}
+
 pub fn vhost(b: &Broker, name: &str) -> Value {
     let (mut ready, mut unacked) = (0u64, 0u64);
     if let Some(v) = b.vhosts.get(name) {
@@ -93,6 +108,7 @@ pub fn vhost(b: &Broker, name: &str) -> Value {
         "messages": ready + unacked,
         "messages_ready": ready,
         "messages_unacknowledged": unacked,
+        "message_stats": message_stats(&b.vhost_stats(name)),
     })
 }
 
@@ -107,6 +123,7 @@ pub fn exchange(b: &Broker, vhost: &str, x: &Exchange) -> Value {
         "arguments": field_table(&x.arguments),
         "user_who_performed_action": "rmq-internal",
         "policy": b.exchange_policy(vhost, x),
+        "message_stats": message_stats(&x.stats),
     })
 }
 
@@ -136,6 +153,7 @@ pub fn queue(b: &Broker, node: &str, q: &Queue) -> Value {
         "operator_policy": operator_policy,
         "effective_policy_definition": {},
         "exclusive_consumer_tag": q.consumers.iter().find(|c| c.exclusive).map(|c| c.tag.to_string()),
+        "message_stats": message_stats(&q.stats),
     });
     if let (Some(owner), Some(o)) = (owner, v.as_object_mut()) {
         o.insert("owner_pid_details".into(), json!({"name": owner}));
@@ -287,6 +305,7 @@ pub fn channels(b: &Broker, node: &str, who: &Identity, only_conn: Option<u64>) 
             "global_prefetch_count": c.global_prefetch,
             "confirm": c.confirm,
             "transactional": c.tx.is_some(),
+            "message_stats": message_stats(&c.stats),
         }));
     }
     out

@@ -812,7 +812,9 @@ pub fn tags_of(v: Option<&Value>) -> Vec<String> {
 
 fn overview(node: &dyn Node, who: &Identity) -> ApiResult {
     let (mut conns, mut chans, mut xs, mut qs, mut consumers, mut ready, mut unacked) = (0, 0, 0, 0, 0, 0u64, 0u64);
+    let mut stats = Value::Null;
     with(node, |b, _| {
+        stats = crate::render::message_stats(b.totals());
         for (id, c) in &b.connections {
             if *id < broker::admin::INTERNAL_CONNECTION_BASE && (who.is_monitor() || c.user == who.name) {
                 conns += 1;
@@ -848,14 +850,15 @@ fn overview(node: &dyn Node, who: &Identity) -> ApiResult {
         "erlang_version": "none (Rust)",
         "cluster_name": node.node_name(),
         "node": node.node_name(),
-        "rates_mode": "none",
+        "rates_mode": "basic",
         "object_totals": {"connections": conns, "channels": chans, "exchanges": xs, "queues": qs, "consumers": consumers},
         "queue_totals": {"messages": ready + unacked, "messages_ready": ready, "messages_unacknowledged": unacked},
-        "message_stats": {},
+        "message_stats": stats,
         "listeners": listeners,
         "contexts": [],
         "exchange_types": [
-            {"name": "direct"}, {"name": "fanout"}, {"name": "topic"}, {"name": "headers"}
+            {"name": "direct"}, {"name": "fanout"}, {"name": "topic"}, {"name": "headers"},
+            {"name": "x-delayed-message"}
         ],
     }))
 }

@@ -40,6 +40,11 @@ pub fn disk_free_bytes(dir: &Path) -> Option<u64> {
     Some(s.blocks_available() as u64 * s.fragment_size() as u64)
 }
 
+/// The memory high watermark in bytes: `fraction` of the machine's memory.
+pub fn memory_limit_bytes(fraction: f64) -> Option<u64> {
+    meminfo_total_bytes().map(|t| (t as f64 * fraction) as u64)
+}
+
 fn meminfo_total_bytes() -> Option<u64> {
     let text = std::fs::read_to_string("/proc/meminfo").ok()?;
     let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;

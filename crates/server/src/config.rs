@@ -89,6 +89,19 @@ pub struct Config {
     #[arg(long, env = "WARREN_MANAGEMENT_PORT")]
     pub management_port: Option<u16>,
 
+    /// Prometheus metrics port (RabbitMQ's 15692); 0 picks a free port (reported in the startup
+    /// line). Without this flag the default port is tried and skipped with a warning when taken.
+    #[arg(long, env = "WARREN_PROMETHEUS_PORT")]
+    pub prometheus_port: Option<u16>,
+
+    /// Run without the Prometheus metrics endpoint.
+    #[arg(long)]
+    pub no_prometheus: bool,
+
+    /// Seconds between samples of message rates (RabbitMQ's collect_statistics_interval).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub stats_interval_secs: u64,
+
     /// Run without the HTTP management API (and so without warrenctl).
     #[arg(long)]
     pub no_management: bool,

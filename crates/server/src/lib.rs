@@ -7,6 +7,7 @@ pub mod config;
 pub mod connection;
 pub mod control;
 pub mod outbox;
+pub mod prometheus;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -229,8 +230,10 @@ pub async fn run(
     broker: Broker,
     listeners: Vec<TcpListener>,
     mgmt: Option<(TcpListener, String)>,
+    prometheus: Option<TcpListener>,
     stop: Arc<watch::Sender<bool>>,
 ) -> anyhow::Result<()> {
+    let _ = STARTED_AT_MS.set(now_ms());
     let shutdown = stop.subscribe();
     let (alarm_tx, alarm_rx) = watch::channel(alarms::Alarms::default());
     tokio::spawn(alarms::monitor(
@@ -270,6 +273,9 @@ pub async fn run(
         }
         None => None,
     };
+    if let Some(listener) = prometheus {
+        tokio::spawn(prometheus::serve(listener, shared.clone(), shutdown.clone()));
+    }
     let ticker = {
         let shared = shared.clone();
         std::thread::Builder::new().name("warren-tick".into()).spawn(move || ticker(&shared))?
@@ -327,6 +333,13 @@ pub fn now_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
+static STARTED_AT_MS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+
+/// When `run` started (ms since the epoch), for uptimes.
+pub fn started_at_ms() -> u64 {
+    STARTED_AT_MS.get().copied().unwrap_or_else(now_ms)
+}
+
 /// Microseconds since the Unix epoch (the ticker's finer view of `now_ms`).
 fn now_us() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
@@ -342,7 +355,15 @@ const TICK_SLEEP_MAX: std::time::Duration = std::time::Duration::from_secs(1);
 /// timeouts) are met within a millisecond or so whatever the connections keep the runtime busy
 /// with; std's sleep is finer than tokio's millisecond timer wheel.
 fn ticker(shared: &Shared) {
+    let interval = std::time::Duration::from_secs(shared.config.stats_interval_secs);
+    let mut last_sample = std::time::Instant::now();
     loop {
+        if last_sample.elapsed() >= interval {
+            // Message rates for the API and the console (see broker/src/stats.rs).
+            let secs = last_sample.elapsed().as_secs_f64();
+            last_sample = std::time::Instant::now();
+            shared.broker.lock().sample_stats(secs);
+        }
         let next = {
             let mut fx = Effects::default();
             let mut broker = shared.broker.lock();

@@ -38,6 +38,7 @@ fn main() -> anyhow::Result<()> {
         let mut addrs: Vec<String> =
             listeners.iter().filter_map(|l| l.local_addr().ok()).map(|a| format!("amqp={a}")).collect();
         let mgmt_listener = bind_management(&config)?;
+        let prometheus_listener = warren_server::prometheus::bind(&config)?;
         let secret = control::new_secret();
         let mut _control_file = None;
         if let Some(a) = mgmt_listener.as_ref().and_then(|l| l.local_addr().ok()) {
@@ -47,6 +48,9 @@ fn main() -> anyhow::Result<()> {
                 Some(control::write_control_file(&config.data_dir, a, &secret).map_err(|e| {
                     anyhow::anyhow!("cannot write the control file in {}: {e}", config.data_dir.display())
                 })?);
+        }
+        if let Some(a) = prometheus_listener.as_ref().and_then(|l| l.local_addr().ok()) {
+            addrs.push(format!("prometheus={a}"));
         }
         // The one startup line; tests and scripts read the port from it.
         println!(
@@ -62,7 +66,7 @@ fn main() -> anyhow::Result<()> {
             tracing::info!("shutting down");
             let _ = on_signal.send(true);
         });
-        run(config, broker, listeners, mgmt_listener.map(|l| (l, secret)), stop).await
+        run(config, broker, listeners, mgmt_listener.map(|l| (l, secret)), prometheus_listener, stop).await
     })
 }
 
