@@ -263,7 +263,22 @@ async fn handle(node: Arc<dyn Node>, peer: SocketAddr, req: Request<Incoming>) -
     };
     let path = parts.uri.path();
     let Some(rest) = path.strip_prefix("/api") else {
-        return error_response(&ApiError::not_found());
+        // The web console's static files (crates/console), served to anyone: they hold no data,
+        // and the page asks for credentials before it calls /api.
+        return match console::asset(path) {
+            Some((content_type, bytes))
+                if parts.method == hyper::Method::GET || parts.method == hyper::Method::HEAD =>
+            {
+                let mut r = Response::new(Full::new(Bytes::from_static(bytes)));
+                let h = r.headers_mut();
+                h.insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static(content_type));
+                for (name, value) in console::HEADERS {
+                    h.insert(*name, hyper::header::HeaderValue::from_static(value));
+                }
+                r
+            }
+            _ => error_response(&ApiError::not_found()),
+        };
     };
     let segs: Vec<String> = rest.split('/').filter(|s| !s.is_empty()).map(percent_decode).collect();
     let query = parts

@@ -1,0 +1,315 @@
+// The web console in headless Chromium (playwright-core driving Debian's /usr/bin/chromium)
+// against the real warren-server binary: each test clicks through the console as a user would
+// and checks the broker's state over the HTTP API. Screenshots of every page go to
+// $WARREN_SCREENSHOTS (default interop/browser/screenshots/) for review.
+'use strict';
+const { test, before, after } = require('node:test');
+const assert = require('node:assert/strict');
+const fs = require('node:fs');
+const path = require('node:path');
+const { chromium } = require('playwright-core');
+const amqp = require('amqplib');
+const { start, api } = require('../broker');
+
+const CHROMIUM = process.env.CHROMIUM_BIN || '/usr/bin/chromium';
+const SHOTS = process.env.WARREN_SCREENSHOTS || path.join(__dirname, '..', 'screenshots');
+const TIMEOUT_MS = 60000;
+
+let broker;
+let browser;
+
+before(async () => {
+  fs.mkdirSync(SHOTS, { recursive: true });
+  broker = await start();
+  browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: ['--no-sandbox'] });
+});
+
+after(async () => {
+  if (browser) await browser.close();
+  if (broker) await broker.stop();
+});
+
+// A fresh page that accepts confirm() dialogs and fails the test on a page error or a
+// Content-Security-Policy violation.
+async function newPage(t) {
+  const context = await browser.newContext({ viewport: { width: 1400, height: 1000 } });
+  const page = await context.newPage();
+  const problems = [];
+  page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
+  page.on('console', (m) => {
+    if (m.type() === 'error' && !/status of 40\d/.test(m.text())) problems.push(`console error: ${m.text()}`);
+  });
+  page.on('dialog', (d) => d.accept());
+  t.after(async () => {
+    await context.close();
+    assert.deepEqual(problems, [], 'the page reported errors');
+  });
+  return page;
+}
+
+async function login(page, user = 'guest', pass = 'guest') {
+  await page.goto(broker.url);
+  await page.fill('#login-user', user);
+  await page.fill('#login-pass', pass);
+  await page.click('#login-form button[type=submit]');
+  await page.waitForSelector('#top:not([hidden])');
+}
+
+const shot = (page, name) => page.screenshot({ path: path.join(SHOTS, `${name}.png`), fullPage: true });
+
+async function visit(page, hash, ready) {
+  await page.evaluate((h) => { location.hash = h; }, hash);
+  if (ready) await page.waitForSelector(ready);
+}
+
+// Fills one row of an arguments editor inside `scope`.
+async function fillArg(scope, prefix, key, value, type) {
+  await scope.locator(`input[name=${prefix}-key]`).last().fill(key);
+  await scope.locator(`input[name=${prefix}-value]`).last().fill(value);
+  await scope.locator(`select[name=${prefix}-type]`).last().selectOption(type);
+}
+
+const lastMessage = (page) => page.locator('#messages .msg').last();
+
+// Waits until fn() is truthy (polling), or fails after ms.
+async function waitFor(fn, what, ms = 10000) {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const v = await fn();
+    if (v) return v;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+test('the console is served with a strict policy, and a wrong password is refused with the reason', { timeout: TIMEOUT_MS }, async (t) => {
+  const r = await fetch(broker.url);
+  assert.equal(r.status, 200);
+  assert.match(r.headers.get('content-security-policy'), /script-src 'self';/);
+  assert.equal(r.headers.get('x-content-type-options'), 'nosniff');
+  assert.equal((await fetch(`${broker.url}nope.js`)).status, 404);
+  assert.equal((await fetch(broker.url, { method: 'POST' })).status, 404);
+
+  const page = await newPage(t);
+  await page.goto(broker.url);
+  await page.waitForSelector('#login:not([hidden])');
+  await shot(page, '00-login');
+  await page.fill('#login-user', 'guest');
+  await page.fill('#login-pass', 'wrong');
+  await page.click('#login-form button[type=submit]');
+  await page.waitForSelector('#messages .msg.error');
+  assert.match(await lastMessage(page).textContent(), /401 not_authorised: Login failed/);
+  assert.equal(await page.isHidden('#top'), true);
+  // Nothing about the session is kept beyond sessionStorage, and no password at all.
+  assert.equal(await page.evaluate(() => localStorage.length), 0);
+  assert.equal(await page.evaluate(() => sessionStorage.getItem('warren.auth')), null);
+});
+
+test('log in, create a vhost and a user with permissions, declare a queue and a binding, publish, get, purge, delete', { timeout: TIMEOUT_MS }, async (t) => {
+  const call = api(broker);
+  const page = await newPage(t);
+  await login(page);
+  assert.equal(await page.evaluate(() => localStorage.length), 0);
+  await page.waitForSelector('.totals .card');
+  await page.waitForSelector('#alarms');
+  assert.equal(await page.textContent('#alarms'), 'none');
+  await shot(page, '01-overview');
+
+  // Admin: a vhost, a user, permissions.
+  await visit(page, '#/admin', '#users');
+  await page.fill('#add-vhost input[name=name]', 'shop');
+  await page.click('#add-vhost button[type=submit]');
+  await page.waitForSelector('#vhosts td:text-is("shop")');
+  await page.fill('#add-user input[name=name]', 'alice');
+  await page.fill('#add-user input[name=password]', 'alice-pw');
+  await page.fill('#add-user input[name=tags]', 'management');
+  await page.click('#add-user button[type=submit]');
+  await page.waitForSelector('#users td:text-is("alice")');
+  await waitFor(async () => (await page.locator('#set-permissions select[name=user] option[value=alice]').count()) === 1, 'alice in the user choice');
+  await page.selectOption('#set-permissions select[name=user]', 'alice');
+  await page.selectOption('#set-permissions select[name=vhost]', 'shop');
+  await page.fill('#set-permissions input[name=configure]', '^orders');
+  await page.click('#set-permissions button[type=submit]');
+  await page.waitForSelector('#permissions td:text-is("alice")');
+  const perm = await call('GET', '/permissions/shop/alice');
+  assert.equal(perm.status, 200);
+  assert.deepEqual([perm.body.configure, perm.body.write, perm.body.read], ['^orders', '.*', '.*']);
+  const alice = await call('GET', '/users/alice');
+  assert.deepEqual(alice.body.tags, ['management']);
+  await shot(page, '02-admin');
+
+  // A queue with an argument, in the new vhost.
+  await visit(page, '#/queues', '#queues');
+  await page.selectOption('#add-queue select[name=vhost]', 'shop');
+  await page.fill('#add-queue input[name=name]', 'orders');
+  await fillArg(page.locator('#add-queue'), 'q-args', 'x-max-length', '100', 'number');
+  await page.click('#add-queue button[type=submit]');
+  await page.waitForSelector('#queues a:text-is("orders")');
+  const q = await call('GET', '/queues/shop/orders');
+  assert.equal(q.status, 200);
+  assert.deepEqual(q.body.arguments, { 'x-max-length': 100 });
+  // An API error is shown with its reason, not swallowed.
+  await page.selectOption('#add-queue select[name=vhost]', 'shop');
+  await page.fill('#add-queue input[name=name]', 'amq.nope');
+  await page.click('#add-queue button[type=submit]');
+  await page.waitForSelector('#messages .msg.error');
+  assert.match(await lastMessage(page).textContent(), /ACCESS_REFUSED.*amq\.nope/);
+  await shot(page, '03-queues');
+
+  // An exchange, bound to the queue from the exchange's page.
+  await visit(page, '#/exchanges', '#exchanges');
+  await page.selectOption('#add-exchange select[name=vhost]', 'shop');
+  await page.fill('#add-exchange input[name=name]', 'orders-x');
+  await page.selectOption('#add-exchange select[name=type]', 'direct');
+  await page.click('#add-exchange button[type=submit]');
+  await page.waitForSelector('#exchanges a:text-is("orders-x")');
+  await shot(page, '04-exchanges');
+  await page.click('#exchanges a:text-is("orders-x")');
+  await page.waitForSelector('#bindings-source');
+  await page.selectOption('#bind select[name=destination_type]', 'q');
+  await page.fill('#bind input[name=destination]', 'orders');
+  await page.fill('#bind input[name=routing_key]', 'new');
+  await page.click('#bind button[type=submit]');
+  await page.waitForSelector('#bindings-source a:text-is("orders")');
+  const bindings = await call('GET', '/bindings/shop/e/orders-x/q/orders');
+  assert.deepEqual(bindings.body.map((b) => b.routing_key), ['new']);
+
+  // Publish from the exchange page, with a header.
+  const publish = page.locator('#publish');
+  await publish.locator('input[name=routing_key]').fill('new');
+  await fillArg(publish, 'headers', 'order-id', '42', 'number');
+  await publish.locator('textarea[name=payload]').fill('hello from the console');
+  await publish.locator('button[type=submit]').click();
+  await page.waitForSelector('#messages .msg:has-text("Message published.")');
+  await shot(page, '05-exchange');
+  await waitFor(async () => (await call('GET', '/queues/shop/orders')).body.messages === 1, 'the message in orders');
+
+  // Get it from the queue page (requeued), purge, delete.
+  await visit(page, '#/queues/shop/orders', '#q-ready');
+  await page.waitForSelector('#bindings a:text-is("orders-x")');
+  assert.equal(await page.textContent('#q-ready'), '1');
+  await page.selectOption('#get-messages select[name=ackmode]', 'ack_requeue_true');
+  await page.click('#get-messages button[type=submit]');
+  await page.waitForSelector('#got-messages pre.payload');
+  assert.equal(await page.textContent('#got-messages pre.payload'), 'hello from the console');
+  assert.match(await page.textContent('#got-messages'), /"order-id": 42/);
+  await shot(page, '06-queue');
+  assert.equal((await call('GET', '/queues/shop/orders')).body.messages_ready, 1, 'requeued');
+  await page.click('#purge');
+  await page.waitForSelector('#messages .msg:has-text("Queue orders purged.")');
+  await waitFor(async () => (await page.textContent('#q-ready')) === '0', 'ready 0 after purge');
+  assert.equal((await call('GET', '/queues/shop/orders')).body.messages, 0);
+  await page.click('#delete-queue');
+  await page.waitForSelector('#messages .msg:has-text("Queue orders deleted.")');
+  assert.equal(await page.evaluate(() => location.hash), '#/queues');
+  assert.equal((await call('GET', '/queues/shop/orders')).status, 404);
+
+  // The new user logs in and sees the vhost it may use, not the Admin pages.
+  await page.click('#logout');
+  await login(page, 'alice', 'alice-pw');
+  assert.equal(await page.isHidden('#nav-admin'), true);
+  assert.deepEqual(await page.locator('#vhost-filter option').allTextContents(), ['All', 'shop']);
+});
+
+test('a connection opened by an AMQP client appears, with its channel, and is closed from the console', { timeout: TIMEOUT_MS }, async (t) => {
+  const conn = await amqp.connect(`amqp://guest:guest@127.0.0.1:${broker.amqpPort}`, { clientProperties: { connection_name: 'console-test' } });
+  const closed = new Promise((resolve) => conn.on('close', resolve));
+  conn.on('error', () => {});
+  const ch = await conn.createChannel();
+  await ch.prefetch(7);
+
+  const page = await newPage(t);
+  await login(page);
+  await visit(page, '#/connections', '#connections');
+  const row = page.locator('#connections tbody tr', { hasText: 'amqplib' });
+  await row.waitFor();
+  await shot(page, '07-connections');
+  await visit(page, '#/channels', '#channels');
+  await page.waitForSelector('#channels td:text-is("7")');
+  await shot(page, '08-channels');
+
+  await visit(page, '#/connections', '#connections');
+  await row.locator('a').click();
+  await page.waitForSelector('#close-connection');
+  assert.match(await page.textContent('main'), /console-test/);
+  await shot(page, '09-connection');
+  await page.fill('#close-connection input[name=reason]', 'closed by the browser test');
+  await page.click('#close-connection button[type=submit]');
+  const err = await Promise.race([closed, new Promise((_, rej) => setTimeout(() => rej(new Error('not closed')), 10000))]);
+  assert.match(String(err && err.message), /CONNECTION_FORCED.*closed by the browser test/);
+  await page.waitForSelector('#connections');
+  await waitFor(async () => (await page.locator('#connections tbody tr.empty').count()) === 1, 'no connections listed');
+});
+
+test('hostile names and header values are shown as text and nothing runs', { timeout: TIMEOUT_MS }, async (t) => {
+  const call = api(broker);
+  const evil = '<img src=x onerror=window.__pwned=1>';
+  const evilHeader = '<script>window.__pwned=2</script><b onmouseover=window.__pwned=3>bold</b>';
+  assert.equal((await call('PUT', `/queues/%2F/${encodeURIComponent(evil)}`, { durable: false })).status, 201);
+  assert.equal((await call('PUT', `/exchanges/%2F/${encodeURIComponent(evil)}`, { type: 'fanout' })).status, 201);
+  assert.equal((await call('POST', `/bindings/%2F/e/${encodeURIComponent(evil)}/q/${encodeURIComponent(evil)}`, { routing_key: evil })).status, 201);
+  const pub = await call('POST', `/exchanges/%2F/${encodeURIComponent(evil)}/publish`,
+    { routing_key: '', payload: evil, payload_encoding: 'string', properties: { headers: { [evil]: evilHeader } } });
+  assert.equal(pub.body.routed, true);
+  assert.equal((await call('PUT', `/users/${encodeURIComponent(evil)}`, { password: 'x', tags: evil })).status, 201);
+  assert.equal((await call('PUT', `/vhosts/${encodeURIComponent(evil)}`, {})).status, 201);
+
+  const page = await newPage(t);
+  await login(page);
+  await visit(page, '#/queues', '#queues');
+  await page.waitForSelector(`#queues a:text-is("${evil}")`);
+  await shot(page, '10-hostile-queues');
+  await visit(page, '#/exchanges', '#exchanges');
+  await page.waitForSelector(`#exchanges a:text-is("${evil}")`);
+  await page.click(`#exchanges a:text-is("${evil}")`);
+  await page.waitForSelector(`#bindings-source a:text-is("${evil}")`);
+  assert.equal(await page.textContent('h1 .name'), evil);
+  await shot(page, '11-hostile-exchange');
+  await page.click(`#bindings-source a:text-is("${evil}")`);
+  await page.waitForSelector('#get-messages');
+  await page.click('#get-messages button[type=submit]');
+  await page.waitForSelector('#got-messages pre.payload');
+  assert.equal(await page.textContent('#got-messages pre.payload'), evil);
+  assert.ok((await page.textContent('#got-messages')).includes(JSON.stringify(evilHeader)), 'the header value shown literally');
+  await page.hover('#got-messages');
+  await shot(page, '12-hostile-queue');
+  await visit(page, '#/admin', '#users');
+  await page.waitForSelector(`#users td:text-is("${evil}")`);
+  await page.waitForSelector(`#vhosts td:text-is("${evil}")`);
+  await shot(page, '13-hostile-admin');
+
+  assert.equal(await page.evaluate(() => window.__pwned), undefined);
+  assert.equal(await page.locator('main img, main script, main b').count(), 0);
+  assert.equal(await page.evaluate(() => document.querySelectorAll('[onerror], [onmouseover]').length), 0);
+});
+
+test('10,000 queues: the list shows one page, filters by regex on the server, and pages', { timeout: TIMEOUT_MS }, async (t) => {
+  const call = api(broker);
+  const queues = [];
+  for (let i = 0; i < 10000; i++) queues.push({ name: `bulk-${String(i).padStart(5, '0')}`, vhost: '/', durable: false, auto_delete: false, arguments: {} });
+  const imported = await call('POST', '/definitions', { queues });
+  assert.ok(imported.status < 300, JSON.stringify(imported.body));
+
+  const page = await newPage(t);
+  await login(page);
+  const began = Date.now();
+  await visit(page, '#/queues', '#queues');
+  await page.waitForSelector('#queues a:text-is("bulk-00000")');
+  const shownMs = Date.now() - began;
+  assert.ok(shownMs < 5000, `first page shown after ${shownMs} ms`);
+  assert.equal(await page.locator('#queues tbody tr').count(), 20);
+  assert.match(await page.textContent('.page-info'), /Page 1 of 50[0-9] · 10,0\d\d in all/);
+  await page.selectOption('select[name=page_size]', '100');
+  await waitFor(async () => (await page.locator('#queues tbody tr').count()) === 100, '100 rows');
+  await page.click('button.next');
+  await page.waitForSelector('#queues a:text-is("bulk-00100")');
+  await page.check('input[name=regex]');
+  await page.fill('input[name=filter]', '^bulk-0999[0-4]$');
+  await waitFor(async () => (await page.locator('#queues tbody tr').count()) === 5, 'five matches');
+  assert.match(await page.textContent('.page-info'), /Page 1 of 1 · .* \(5 match\)/);
+  await shot(page, '14-ten-thousand-queues');
+  // A bad regex is the server's 400, shown.
+  await page.fill('input[name=filter]', '(');
+  await page.waitForSelector('#messages .msg.error');
+  assert.match(await lastMessage(page).textContent(), /400/);
+});
