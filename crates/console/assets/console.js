@@ -677,6 +677,13 @@
     });
     main.append(list.el);
     await list.load();
+    try {
+      const types = (await api('GET', '/overview')).exchange_types;
+      if (Array.isArray(types) && types.length) state.exchangeTypes = types.map((t) => t.name);
+    } catch (e) {
+      showError(e);
+    }
+    if (!ctx.alive()) return;
 
     const args = argsEditor('x-args', ['alternate-exchange']);
     main.append(section('Add an exchange', form('add-exchange', async (f) => {

@@ -34,6 +34,7 @@ after(async () => {
 async function newPage(t) {
   const context = await browser.newContext({ viewport: { width: 1400, height: 1000 } });
   const page = await context.newPage();
+  page.setDefaultTimeout(10000);
   const problems = [];
   page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
   page.on('console', (m) => {
@@ -281,6 +282,97 @@ test('hostile names and header values are shown as text and nothing runs', { tim
   assert.equal(await page.evaluate(() => window.__pwned), undefined);
   assert.equal(await page.locator('main img, main script, main b').count(), 0);
   assert.equal(await page.evaluate(() => document.querySelectorAll('[onerror], [onmouseover]').length), 0);
+});
+
+test('admin: policies, definitions export and import, clearing permissions, deleting a user and a vhost', { timeout: TIMEOUT_MS }, async (t) => {
+  const call = api(broker);
+  const page = await newPage(t);
+  await login(page);
+  await visit(page, '#/admin', '#policies');
+
+  // A policy with a typed definition, then deleted from its row.
+  const policy = page.locator('#add-policy');
+  await policy.locator('select[name=vhost]').selectOption('/');
+  await policy.locator('input[name=name]').fill('short-ttl');
+  await policy.locator('input[name=pattern]').fill('^ttl\\.');
+  await policy.locator('select[name=apply-to]').selectOption('queues');
+  await policy.locator('input[name=priority]').fill('3');
+  await fillArg(policy, 'policy-def', 'message-ttl', '60000', 'number');
+  await policy.locator('button[type=submit]').click();
+  await page.waitForSelector('#policies td:text-is("short-ttl")');
+  const p = await call('GET', '/policies/%2F/short-ttl');
+  assert.equal(p.status, 200);
+  assert.deepEqual([p.body.pattern, p.body['apply-to'], p.body.priority, p.body.definition], ['^ttl\\.', 'queues', 3, { 'message-ttl': 60000 }]);
+  await shot(page, '15-admin-policies');
+  await page.locator('#policies tr', { hasText: 'short-ttl' }).locator('button').click();
+  await page.waitForSelector('#policies tbody tr.empty');
+  assert.equal((await call('GET', '/policies/%2F/short-ttl')).status, 404);
+
+  // Export: the file downloaded is the API's definitions.
+  await call('PUT', '/queues/%2F/exported-q', { durable: true });
+  const [download] = await Promise.all([page.waitForEvent('download'), page.click('#export')]);
+  assert.match(download.suggestedFilename(), /^warren-definitions-\d{4}-\d\d-\d\d\.json$/);
+  const exported = JSON.parse(fs.readFileSync(await download.path(), 'utf8'));
+  assert.ok(exported.queues.some((q) => q.name === 'exported-q'), 'the export lists exported-q');
+  assert.ok(exported.users.some((u) => u.name === 'guest'), 'the export lists guest');
+
+  // Import: a file with a vhost, a user and a permission; then clear and delete them.
+  const defs = {
+    vhosts: [{ name: 'imported-vh' }],
+    users: [{ name: 'bob', password_hash: exported.users.find((u) => u.name === 'guest').password_hash, hashing_algorithm: 'rabbit_password_hashing_sha256', tags: ['monitoring'] }],
+    permissions: [{ user: 'bob', vhost: 'imported-vh', configure: '.*', write: '.*', read: '.*' }],
+    queues: [{ name: 'imported-q', vhost: 'imported-vh', durable: true, auto_delete: false, arguments: {} }],
+  };
+  await page.setInputFiles('#import input[name=file]', { name: 'defs.json', mimeType: 'application/json', buffer: Buffer.from(JSON.stringify(defs)) });
+  await page.click('#import button[type=submit]');
+  await page.waitForSelector('#messages .msg:has-text("Definitions imported from defs.json.")');
+  await page.waitForSelector('#users td:text-is("bob")');
+  await page.waitForSelector('#vhosts td:text-is("imported-vh")');
+  assert.equal((await call('GET', '/queues/imported-vh/imported-q')).status, 200);
+  // A file that is not JSON is refused in the page, with the reason.
+  await page.setInputFiles('#import input[name=file]', { name: 'bad.json', mimeType: 'application/json', buffer: Buffer.from('{nope') });
+  await page.click('#import button[type=submit]');
+  await page.waitForSelector('#messages .msg.error:has-text("bad.json is not JSON")');
+
+  await page.locator('#permissions tr', { hasText: 'bob' }).locator('button').click();
+  await waitFor(async () => (await page.locator('#permissions tr', { hasText: 'bob' }).count()) === 0, 'bob\'s permission gone');
+  assert.equal((await call('GET', '/permissions/imported-vh/bob')).status, 404);
+  await page.locator('#users tr', { hasText: 'bob' }).locator('button').click();
+  await waitFor(async () => (await page.locator('#users td:text-is("bob")').count()) === 0, 'bob gone');
+  assert.equal((await call('GET', '/users/bob')).status, 404);
+  await page.locator('#vhosts tr', { hasText: 'imported-vh' }).locator('button').click();
+  await waitFor(async () => (await page.locator('#vhosts td:text-is("imported-vh")').count()) === 0, 'imported-vh gone');
+  assert.equal((await call('GET', '/vhosts/imported-vh')).status, 404);
+  assert.equal((await call('GET', '/queues/imported-vh/imported-q')).status, 404);
+});
+
+test('an exchange is unbound and deleted from its page; the overview charts the queued messages', { timeout: TIMEOUT_MS }, async (t) => {
+  const call = api(broker);
+  await call('PUT', '/exchanges/%2F/gone-x', { type: 'topic' });
+  await call('PUT', '/queues/%2F/gone-q', {});
+  await call('POST', '/bindings/%2F/e/gone-x/q/gone-q', { routing_key: 'a.#' });
+  await call('POST', '/exchanges/%2F/gone-x/publish', { routing_key: 'a.b', payload: 'x', payload_encoding: 'string', properties: {} });
+
+  const page = await newPage(t);
+  await login(page);
+  // The overview samples every 5 s; the queued message shows in the depth chart's legend.
+  const total = (await call('GET', '/overview')).body.queue_totals.messages;
+  assert.ok(total >= 1);
+  await waitFor(async () => (await page.textContent('main')).includes(`Total: ${total}`), `Total: ${total} in the chart legend`, 12000);
+  await shot(page, '16-overview-with-messages');
+  await visit(page, '#/exchanges/%2F/gone-x', '#bindings-source');
+  await page.waitForSelector('#bindings-source td:text-is("a.#")');
+  await page.locator('#bindings-source tr', { hasText: 'a.#' }).locator('button').click();
+  await page.waitForSelector('#bindings-source tbody tr.empty');
+  assert.deepEqual((await call('GET', '/bindings/%2F/e/gone-x/q/gone-q')).body, []);
+  // The topic exchange publishes nowhere now: the page says so.
+  await page.fill('#publish input[name=routing_key]', 'a.b');
+  await page.click('#publish button[type=submit]');
+  await page.waitForSelector('#messages .msg.error:has-text("not routed")');
+  await page.click('#delete-exchange');
+  await page.waitForSelector('#messages .msg:has-text("Exchange gone-x deleted.")');
+  assert.equal((await call('GET', '/exchanges/%2F/gone-x')).status, 404);
+  await call('DELETE', '/queues/%2F/gone-q');
 });
 
 test('10,000 queues: the list shows one page, filters by regex on the server, and pages', { timeout: TIMEOUT_MS }, async (t) => {
