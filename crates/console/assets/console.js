@@ -81,7 +81,13 @@
 
   function table(columns, rows, opts = {}) {
     const t = h('table', { class: 'list', id: opts.id });
-    t.append(h('thead', null, h('tr', null, columns.map((c) => h('th', { class: c.cls }, c.title)))));
+    // A column with `sort` (a dotted API field) sorts on the server when its title is clicked.
+    const title = (c) => {
+      if (!c.sort || !opts.onSort) return c.title;
+      const mark = opts.sort === c.sort ? (opts.reverse ? ' ▼' : ' ▲') : '';
+      return h('button', { type: 'button', class: 'sort', 'data-sort': c.sort, onclick: () => opts.onSort(c.sort) }, c.title, mark);
+    };
+    t.append(h('thead', null, h('tr', null, columns.map((c) => h('th', { class: c.cls }, title(c))))));
     const body = h('tbody');
     if (rows.length === 0) {
       body.append(h('tr', { class: 'empty' }, h('td', { colspan: columns.length }, opts.empty || 'Nothing to show.')));
@@ -382,7 +388,7 @@
 
   // A list the server filters and paginates. opts: {id, path() -> API path, columns, empty}.
   function pagedList(ctx, opts) {
-    const st = { page: 1, pageSize: 20, name: '', regex: false, last: null };
+    const st = { page: 1, pageSize: 20, name: '', regex: false, sort: '', reverse: false, last: null };
     const filter = h('input', { type: 'search', name: 'filter', placeholder: 'Filter by name', 'aria-label': 'Filter by name' });
     const regex = h('input', { type: 'checkbox', name: 'regex' });
     const size = h('select', { name: 'page_size', 'aria-label': 'Page size' },
@@ -405,6 +411,10 @@
         q.set('name', st.name);
         if (st.regex) q.set('use_regex', 'true');
       }
+      if (st.sort) {
+        q.set('sort', st.sort);
+        q.set('sort_reverse', String(st.reverse));
+      }
       let data;
       try {
         data = await api('GET', `${opts.path()}?${q}`);
@@ -421,7 +431,15 @@
       const key = JSON.stringify(data);
       if (key === st.last) return; // unchanged: keep the DOM (and what the user points at)
       st.last = key;
-      put(holder, table(opts.columns(), data.items, { id: opts.id, empty: opts.empty }));
+      const onSort = (field) => {
+        st.reverse = st.sort === field ? !st.reverse : false;
+        st.sort = field;
+        st.page = 1;
+        st.last = null;
+        load();
+      };
+      put(holder, table(opts.columns(), data.items,
+        { id: opts.id, empty: opts.empty, sort: st.sort, reverse: st.reverse, onSort }));
       const filtered = data.filtered_count !== data.total_count ? ` (${fmtNum(data.filtered_count)} match)` : '';
       info.textContent = `Page ${fmtNum(Math.max(1, data.page))} of ${fmtNum(Math.max(1, data.page_count))} · ${fmtNum(data.total_count)} in all${filtered}`;
       prev.disabled = st.page <= 1;
@@ -586,8 +604,8 @@
       path: () => vhostListPath('connections'),
       empty: 'No connections.',
       columns: () => [
-        { title: 'Name', value: (c) => link(`#/connections/${enc(c.name)}`, c.name) },
-        { title: 'User', value: (c) => c.user },
+        { title: 'Name', sort: 'name', value: (c) => link(`#/connections/${enc(c.name)}`, c.name) },
+        { title: 'User', sort: 'user', value: (c) => c.user },
         { title: 'Virtual host', value: (c) => c.vhost },
         { title: 'Client', value: (c) => {
           const p = c.client_properties || {};
@@ -667,8 +685,8 @@
       empty: 'No exchanges.',
       columns: () => [
         state.vhost ? null : { title: 'Virtual host', value: (x) => x.vhost },
-        { title: 'Name', value: (x) => link(`#/exchanges/${enc(x.vhost)}/${enc(xPath(x.name))}`, xLabel(x.name)) },
-        { title: 'Type', value: (x) => x.type },
+        { title: 'Name', sort: 'name', value: (x) => link(`#/exchanges/${enc(x.vhost)}/${enc(xPath(x.name))}`, xLabel(x.name)) },
+        { title: 'Type', sort: 'type', value: (x) => x.type },
         { title: 'Features', value: (x) => features(x) },
         { title: 'Policy', value: (x) => x.policy || '' },
         { title: 'In', cls: 'n', value: (x) => fmtRate(rateOf(x, 'publish_in')) },
@@ -831,16 +849,16 @@
       empty: 'No queues.',
       columns: () => [
         state.vhost ? null : { title: 'Virtual host', value: (q) => q.vhost },
-        { title: 'Name', value: (q) => link(`#/queues/${enc(q.vhost)}/${enc(q.name)}`, q.name) },
+        { title: 'Name', sort: 'name', value: (q) => link(`#/queues/${enc(q.vhost)}/${enc(q.name)}`, q.name) },
         { title: 'Features', value: (q) => features(q) },
         { title: 'State', value: (q) => q.state },
-        { title: 'Ready', cls: 'n', value: (q) => fmtNum(q.messages_ready) },
-        { title: 'Unacked', cls: 'n', value: (q) => fmtNum(q.messages_unacknowledged) },
-        { title: 'Total', cls: 'n', value: (q) => fmtNum(q.messages) },
-        { title: 'Consumers', cls: 'n', value: (q) => fmtNum(q.consumers) },
-        { title: 'Incoming', cls: 'n', value: (q) => fmtRate(rateOf(q, 'publish')) },
-        { title: 'Deliver / get', cls: 'n', value: (q) => fmtRate(rateOf(q, 'deliver_get')) },
-        { title: 'Ack', cls: 'n', value: (q) => fmtRate(rateOf(q, 'ack')) },
+        { title: 'Ready', cls: 'n', sort: 'messages_ready', value: (q) => fmtNum(q.messages_ready) },
+        { title: 'Unacked', cls: 'n', sort: 'messages_unacknowledged', value: (q) => fmtNum(q.messages_unacknowledged) },
+        { title: 'Total', cls: 'n', sort: 'messages', value: (q) => fmtNum(q.messages) },
+        { title: 'Consumers', cls: 'n', sort: 'consumers', value: (q) => fmtNum(q.consumers) },
+        { title: 'Incoming', cls: 'n', sort: 'message_stats.publish_details.rate', value: (q) => fmtRate(rateOf(q, 'publish')) },
+        { title: 'Deliver / get', cls: 'n', sort: 'message_stats.deliver_get_details.rate', value: (q) => fmtRate(rateOf(q, 'deliver_get')) },
+        { title: 'Ack', cls: 'n', sort: 'message_stats.ack_details.rate', value: (q) => fmtRate(rateOf(q, 'ack')) },
       ].filter((c) => c),
     });
     main.append(list.el);
@@ -889,6 +907,7 @@
         ['Total', h('span', { id: 'q-total' }, fmtNum(q.messages))],
         ['Ready bytes', fmtNum(q.message_bytes_ready)],
         ['Consumers', fmtNum(q.consumers)],
+        ['Rates', ['publish', 'deliver_get', 'ack', 'redeliver'].map((k) => `${k} ${fmtRate(rateOf(q, k) || 0)}`).join(' · ')],
         ['Policy', q.policy || ''],
         ['Exclusive owner', q.owner_pid_details ? q.owner_pid_details.name : ''],
         ['Arguments', Object.keys(q.arguments || {}).length ? json(q.arguments) : 'none'],

@@ -399,6 +399,13 @@ test('10,000 queues: the list shows one page, filters by regex on the server, an
   await page.fill('input[name=filter]', '^bulk-0999[0-4]$');
   await waitFor(async () => (await page.locator('#queues tbody tr').count()) === 5, 'five matches');
   assert.match(await page.textContent('.page-info'), /Page 1 of 1 · .* \(5 match\)/);
+  // Sorting is the server's too: the Name header sorts, a second click reverses.
+  const firstName = () => page.locator('#queues tbody tr').first().locator('a').textContent();
+  await page.click('#queues button[data-sort=name]');
+  await waitFor(async () => (await page.textContent('#queues button[data-sort=name]')).endsWith('▲'), 'ascending');
+  assert.equal(await firstName(), 'bulk-09990');
+  await page.click('#queues button[data-sort=name]');
+  await waitFor(async () => (await firstName()) === 'bulk-09994', 'reversed');
   await shot(page, '14-ten-thousand-queues');
   // A bad regex is the server's 400, shown.
   await page.fill('input[name=filter]', '(');
