@@ -106,6 +106,31 @@ test('the console is served with a strict policy, and a wrong password is refuse
   assert.equal(await page.evaluate(() => sessionStorage.getItem('warren.auth')), null);
 });
 
+test('a reload keeps the session, a user without a management tag is refused, a deleted user is logged out', { timeout: TIMEOUT_MS }, async (t) => {
+  const call = api(broker);
+  assert.equal((await call('PUT', '/users/no-tags', { password: 'pw', tags: '' })).status, 201);
+  assert.equal((await call('PUT', '/users/carol', { password: 'carol-pw', tags: 'monitoring' })).status, 201);
+  const page = await newPage(t);
+  await page.goto(broker.url);
+  await page.fill('#login-user', 'no-tags');
+  await page.fill('#login-pass', 'pw');
+  await page.click('#login-form button[type=submit]');
+  await page.waitForSelector('#messages .msg.error:has-text("Not management user")');
+  assert.equal(await page.isHidden('#top'), true);
+
+  await login(page, 'carol', 'carol-pw');
+  assert.equal(await page.textContent('#whoami'), 'carol (monitoring)');
+  await page.waitForSelector('#alarms');
+  await page.reload();
+  await page.waitForSelector('#top:not([hidden])');
+  assert.equal(await page.textContent('#whoami'), 'carol (monitoring)');
+  // The overview polls every 5 s; once carol is gone the next poll ends the session.
+  assert.equal((await call('DELETE', '/users/carol')).status, 204);
+  await page.waitForSelector('#login:not([hidden])', { timeout: 15000 });
+  await page.waitForSelector('#messages .msg.error:has-text("no longer accepted")');
+  assert.equal(await page.evaluate(() => sessionStorage.getItem('warren.auth')), null);
+});
+
 test('log in, create a vhost and a user with permissions, declare a queue and a binding, publish, get, purge, delete', { timeout: TIMEOUT_MS }, async (t) => {
   const call = api(broker);
   const page = await newPage(t);
