@@ -233,6 +233,7 @@
   }
 
   function logout(why) {
+    state.generation += 1; // pages still loading must not draw
     state.auth = null;
     state.user = null;
     sessionStorage.removeItem('warren.auth');
