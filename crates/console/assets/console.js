@@ -343,6 +343,7 @@
     [/^\/connections$/, connectionsPage, 'connections'],
     [/^\/connections\/([^/]+)$/, connectionPage, 'connections'],
     [/^\/channels$/, channelsPage, 'channels'],
+    [/^\/channels\/([^/]+)$/, channelPage, 'channels'],
     [/^\/exchanges$/, exchangesPage, 'exchanges'],
     [/^\/exchanges\/([^/]+)\/([^/]+)$/, exchangePage, 'exchanges'],
     [/^\/queues$/, queuesPage, 'queues'],
@@ -654,7 +655,7 @@
 
   function channelColumns() {
     return [
-      { title: 'Channel', value: (c) => c.name },
+      { title: 'Channel', value: (c) => link(`#/channels/${enc(c.name)}`, c.name) },
       { title: 'Connection', value: (c) => link(`#/connections/${enc(c.connection_details.name)}`, c.connection_details.name) },
       { title: 'User', value: (c) => c.user },
       { title: 'Virtual host', value: (c) => c.vhost },
@@ -668,6 +669,30 @@
     ];
   }
   const channelTable = (rows) => table(channelColumns(), rows, { empty: 'No channels.' });
+
+  async function channelPage(main, ctx, name) {
+    main.append(h('h1', null, 'Channel ', h('span', { class: 'name' }, name)));
+    const c = await api('GET', `/channels/${enc(name)}`);
+    if (!ctx.alive()) return;
+    const conn = c.connection_details || {};
+    main.append(section('Details', facts([
+      ['Connection', link(`#/connections/${enc(conn.name)}`, conn.name)],
+      ['Number', String(c.number)], ['User', c.user], ['Virtual host', c.vhost], ['State', c.state],
+      ['Mode', [c.confirm && 'confirm', c.transactional && 'transactional'].filter((x) => x).join(', ') || 'normal'],
+      ['Prefetch', `${fmtNum(c.prefetch_count)} per consumer, ${fmtNum(c.global_prefetch_count)} per channel`],
+      ['Unacked', fmtNum(c.messages_unacknowledged)], ['Unconfirmed', fmtNum(c.messages_unconfirmed)],
+      ['Rates', ['publish', 'confirm', 'deliver_get', 'ack'].map((k) => `${k} ${fmtRate(rateOf(c, k) || 0)}`).join(' · ')],
+    ])));
+    const all = await api('GET', `/consumers/${enc(c.vhost)}`);
+    if (!ctx.alive()) return;
+    main.append(section('Consumers', table([
+      { title: 'Queue', value: (x) => link(`#/queues/${enc(x.queue.vhost)}/${enc(x.queue.name)}`, x.queue.name) },
+      { title: 'Consumer tag', value: (x) => x.consumer_tag },
+      { title: 'Ack required', value: (x) => (x.ack_required ? 'yes' : 'no') },
+      { title: 'Exclusive', value: (x) => (x.exclusive ? 'yes' : 'no') },
+      { title: 'Prefetch', cls: 'n', value: (x) => fmtNum(x.prefetch_count) },
+    ], all.filter((x) => x.channel_details.name === name), { id: 'channel-consumers', empty: 'No consumers.' })));
+  }
 
   async function channelsPage(main, ctx) {
     main.append(h('h1', null, 'Channels'));

@@ -253,6 +253,12 @@ test('a connection opened by an AMQP client appears, with its channel, and is cl
   await visit(page, '#/channels', '#channels');
   await page.waitForSelector('#channels td:text-is("7")');
   await shot(page, '08-channels');
+  await ch.assertQueue('console-consumed', { durable: false });
+  await ch.consume('console-consumed', () => {}, { consumerTag: 'console-tag' });
+  await page.locator('#channels tbody tr').first().locator('a').first().click();
+  await page.waitForSelector('#channel-consumers td:text-is("console-tag")');
+  assert.match(await page.textContent('main'), /7 per consumer/);
+  await shot(page, '08-channel');
 
   await visit(page, '#/connections', '#connections');
   await row.locator('a').click();
