@@ -12,8 +12,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use amqprs::channel::{
-    BasicConsumeArguments, BasicPublishArguments, Channel, ExchangeDeclareArguments, ExchangeDeleteArguments,
-    QueueBindArguments, QueueDeclareArguments, QueueDeleteArguments,
+    BasicAckArguments, BasicConsumeArguments, BasicPublishArguments, BasicQosArguments, Channel,
+    ExchangeDeclareArguments, ExchangeDeleteArguments, QueueBindArguments, QueueDeclareArguments,
+    QueueDeleteArguments,
 };
 use amqprs::{BasicProperties, FieldTable, FieldValue};
 use anyhow::{Context, Result};
@@ -226,6 +227,104 @@ pub async fn ttl_behind_head(options: &Options) -> Result<Outcome> {
         scenario: "ttl-behind-head",
         label: options.label.clone(),
         broker_rss_kib: after_rss.map(|m| (m * 1024.0) as u64),
+        generator_rss_kib: procfs::rss_kib(Pid::Myself)?,
+        detail,
+        ..Outcome::default()
+    })
+}
+
+/// Samples the broker's RSS every 250 ms into a shared maximum until dropped.
+struct RssWatch {
+    peak_kib: Arc<std::sync::atomic::AtomicU64>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl RssWatch {
+    fn start(pid: Option<u32>) -> RssWatch {
+        let peak_kib = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let task = pid.map(|pid| {
+            let peak = peak_kib.clone();
+            tokio::spawn(async move {
+                loop {
+                    if let Ok(k) = procfs::rss_kib(Pid::Of(pid)) {
+                        peak.fetch_max(k, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+            })
+        });
+        RssWatch { peak_kib, task }
+    }
+
+    fn peak_mib(&self) -> Option<f64> {
+        self.task.as_ref()?;
+        Some(self.peak_kib.load(std::sync::atomic::Ordering::Relaxed) as f64 / 1024.0)
+    }
+}
+
+impl Drop for RssWatch {
+    fn drop(&mut self) {
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
+    }
+}
+
+pub async fn backlog(options: &Options) -> Result<Outcome> {
+    let id = run_id("backlog");
+    let queue = format!("{id}-q");
+    let window = Arc::new(ConfirmWindow::new(1000));
+    let (connection, channel) = client::open(&options.url, &id, Some(window.clone())).await?;
+    channel.queue_declare(QueueDeclareArguments::durable_client_named(&queue)).await.context("queue.declare")?;
+    let n = options.messages.max(1);
+    let watch = RssWatch::start(options.broker_pid);
+    let body = vec![b'b'; 1024];
+    let started = Instant::now();
+    publish_all(&channel, &window, n, |_| {
+        let mut props = BasicProperties::default();
+        props.with_persistence(true);
+        (props, body.clone(), BasicPublishArguments::new("", &queue))
+    })
+    .await?;
+    let publish_secs = started.elapsed().as_secs_f64();
+    let after_publish = rss_mib(options);
+    let peak_publish = watch.peak_mib();
+
+    let (consume_conn, consume_ch) = client::open(&options.url, &format!("{id}-consumer"), None).await?;
+    consume_ch.basic_qos(BasicQosArguments::new(0, 1000, false)).await.context("basic.qos")?;
+    let (_, mut rx) = consume_ch
+        .basic_consume_rx(BasicConsumeArguments::new(&queue, "drain").manual_ack(true).finish())
+        .await
+        .context("basic.consume")?;
+    let started = Instant::now();
+    let mut received = 0u64;
+    while received < n {
+        let Ok(Some(m)) = tokio::time::timeout(Duration::from_secs(60), rx.recv()).await else { break };
+        received += 1;
+        if received % 500 == 0 || received == n {
+            let tag = m.deliver.as_ref().map(|d| d.delivery_tag()).context("delivery without basic.deliver")?;
+            consume_ch.basic_ack(BasicAckArguments::new(tag, true)).await.context("basic.ack")?;
+        }
+    }
+    let drain_secs = started.elapsed().as_secs_f64();
+    let peak = watch.peak_mib();
+    drop(watch);
+    let _ = channel.queue_delete(QueueDeleteArguments::new(&queue)).await;
+    let _ = consume_conn.close().await;
+    let _ = connection.close().await;
+    let detail = format!(
+        "{n} persistent 1 KiB messages: published with confirms in {publish_secs:.1} s ({:.0}/s), broker RSS {} \
+         after publishing (peak {}); drained {received} in {drain_secs:.1} s ({:.0}/s); broker peak RSS throughout {}",
+        n as f64 / publish_secs,
+        mib(after_publish),
+        mib(peak_publish),
+        received as f64 / drain_secs,
+        mib(peak)
+    );
+    Ok(Outcome {
+        scenario: "backlog",
+        label: options.label.clone(),
+        broker_rss_kib: peak.map(|m| (m * 1024.0) as u64),
         generator_rss_kib: procfs::rss_kib(Pid::Myself)?,
         detail,
         ..Outcome::default()

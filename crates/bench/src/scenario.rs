@@ -70,6 +70,11 @@ pub enum Name {
     /// head; reports how long until they are gone (see `feature_bench.rs`).
     #[value(name = "ttl-behind-head")]
     TtlBehindHead,
+    /// `--messages` persistent 1 KiB messages published with confirms into a durable queue with
+    /// no consumer, then drained (manual acks, prefetch 1000); reports publish and drain rates
+    /// and the broker's peak RSS throughout (see `feature_bench.rs`).
+    #[value(name = "backlog")]
+    Backlog,
 }
 
 impl Name {
@@ -84,6 +89,7 @@ impl Name {
             Name::Priority10 => "priority-10",
             Name::Delayed => "delayed",
             Name::TtlBehindHead => "ttl-behind-head",
+            Name::Backlog => "backlog",
         }
     }
 }
@@ -189,7 +195,7 @@ impl Plan {
             Name::TenByTen => Plan { queues: 10, producers: 10, ..base },
             Name::Latency1k => Plan { rate_per_sec: Some(options.rate_per_sec.max(1)), latency: true, ..base },
             Name::Priority10 => Plan { max_priority: Some(10), ..base },
-            Name::IdleRss | Name::Delayed | Name::TtlBehindHead => return None,
+            Name::IdleRss | Name::Delayed | Name::TtlBehindHead | Name::Backlog => return None,
         })
     }
 
@@ -266,6 +272,7 @@ pub async fn run(name: Name, options: Options) -> Result<Outcome> {
         return match name {
             Name::Delayed => crate::feature_bench::delayed(&options).await,
             Name::TtlBehindHead => crate::feature_bench::ttl_behind_head(&options).await,
+            Name::Backlog => crate::feature_bench::backlog(&options).await,
             _ => idle_rss(&options),
         };
     };
