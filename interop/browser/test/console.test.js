@@ -406,6 +406,26 @@ test('an exchange is unbound and deleted from its page; the overview charts the 
   await call('DELETE', '/queues/%2F/gone-q');
 });
 
+test('the rate chart uses the API\'s rates, and derives them from counters when the API gives none', { timeout: TIMEOUT_MS }, async (t) => {
+  const page = await newPage(t);
+  // The overview as the server sends it, with message_stats replaced: counters only (publish
+  // grows by 50 a poll) for the login's check and the first two polls, then a reported rate.
+  let polls = 0;
+  await page.route('**/api/overview', async (route) => {
+    const resp = await route.fetch();
+    const body = await resp.json();
+    polls += 1;
+    body.message_stats = polls <= 3 ? { publish: 50 * polls } : { publish: 1000, publish_details: { rate: 3.5 } };
+    await route.fulfill({ response: resp, json: body });
+  });
+  await login(page);
+  const legend = () => page.textContent('.chart-box:has-text("Message rates") .legend');
+  // 50 per poll of about 5 s (the browser's timer and the requests' time make it 9 to 11)
+  await waitFor(async () => polls >= 3 && /Publish: (9|10|11)\.\d\/s/.test(await legend()), 'a rate of 50 per 5 s poll', 12000);
+  await waitFor(async () => polls >= 4 && /Publish: 3\.5\/s/.test(await legend()), 'the reported rate', 12000);
+  await shot(page, '17-overview-rates');
+});
+
 test('10,000 queues: the list shows one page, filters by regex on the server, and pages', { timeout: TIMEOUT_MS }, async (t) => {
   const call = api(broker);
   const queues = [];
