@@ -301,7 +301,7 @@ pub async fn backlog(options: &Options) -> Result<Outcome> {
     while received < n {
         let Ok(Some(m)) = tokio::time::timeout(Duration::from_secs(60), rx.recv()).await else { break };
         received += 1;
-        if received % 500 == 0 || received == n {
+        if received.is_multiple_of(500) || received == n {
             let tag = m.deliver.as_ref().map(|d| d.delivery_tag()).context("delivery without basic.deliver")?;
             consume_ch.basic_ack(BasicAckArguments::new(tag, true)).await.context("basic.ack")?;
         }
