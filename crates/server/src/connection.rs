@@ -388,6 +388,7 @@ async fn run(shared: &Arc<Shared>, id: ConnectionId, stream: TcpStream, peer: So
     let outbox = Arc::new(Outbox::new());
     shared.outboxes.lock().insert(id, outbox.clone());
     let closing = Arc::new(AtomicBool::new(false));
+    let close_sent = Arc::new(AtomicBool::new(false));
     let writer = tokio::spawn(writer_loop(
         Writer {
             shared: shared.clone(),
@@ -395,6 +396,7 @@ async fn run(shared: &Arc<Shared>, id: ConnectionId, stream: TcpStream, peer: So
             credit: negotiated.credit.clone(),
             outbox: outbox.clone(),
             closing: closing.clone(),
+            close_sent: close_sent.clone(),
         },
         wr,
         negotiated.frame_max,
@@ -407,6 +409,7 @@ async fn run(shared: &Arc<Shared>, id: ConnectionId, stream: TcpStream, peer: So
         user: negotiated.user,
         channels: HashMap::new(),
         closing_since: None,
+        close_sent,
         published: false,
         blocked_capable: negotiated.blocked_capable,
         blocked_sent: false,
@@ -446,6 +449,9 @@ struct Conn {
     channels: HashMap<u16, ChannelProto>,
     /// When we sent connection.close.
     closing_since: Option<tokio::time::Instant>,
+    /// Set by the writer when it sent a connection.close the broker asked for (vhost or user
+    /// deleted, close_connection): from then on the reader discards frames as after its own.
+    close_sent: Arc<AtomicBool>,
     /// The client has published: resource alarms block it.
     published: bool,
     /// The client's capabilities include connection.blocked.
@@ -645,6 +651,9 @@ impl Conn {
     }
 
     fn on_frame(&mut self, frame: Frame, lazy: &mut Lazy<'_>, fx: &mut Effects) -> Result<(), End> {
+        if self.closing_since.is_none() && self.close_sent.load(Ordering::Acquire) {
+            self.closing_since = Some(tokio::time::Instant::now());
+        }
         if self.closing_since.is_some() {
             // Spec: after sending connection.close, discard everything but close and close-ok.
             if let Frame::Method { method: Method::ConnectionCloseOk(_) | Method::ConnectionClose(_), .. } = frame {
@@ -912,6 +921,7 @@ struct Writer {
     credit: Arc<WriteCredit>,
     outbox: Arc<Outbox>,
     closing: Arc<AtomicBool>,
+    close_sent: Arc<AtomicBool>,
 }
 
 /// Encodes outbox batches into one buffer per batch and writes them; sends heartbeats when idle.
@@ -941,6 +951,9 @@ async fn writer_loop(w: Writer, mut wr: OwnedWriteHalf, frame_max: u32, heartbea
                     write_heartbeat(&mut buf);
                 }
             }
+        }
+        if items.iter().any(|o| matches!(o, Outbound::CloseConnection { .. })) {
+            w.close_sent.store(true, Ordering::Release);
         }
         let delivered = encode(&mut buf, &mut items, frame_max);
         if let Err(e) = wr.write_all(&buf).await {
