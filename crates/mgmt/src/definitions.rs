@@ -59,7 +59,21 @@ pub fn export(b: &Broker, vhost: Option<&str>) -> Value {
         "rabbitmq_version": "4.0.0",
         "product_name": "Warren",
         "product_version": env!("CARGO_PKG_VERSION"),
-        "parameters": [],
+        "parameters": b
+            .policies(vhost, true)
+            .into_iter()
+            .map(|p| json!({
+                "vhost": p.vhost,
+                "component": "operator_policy",
+                "name": p.name,
+                "value": {
+                    "pattern": p.pattern,
+                    "apply-to": p.apply_to.as_str(),
+                    "priority": p.priority,
+                    "definition": render::field_table(&p.definition),
+                },
+            }))
+            .collect::<Vec<_>>(),
         "policies": b.policies(vhost, false).into_iter().map(render::policy).collect::<Vec<_>>(),
         "queues": queues,
         "exchanges": exchanges,
@@ -170,6 +184,26 @@ pub fn import(node: &dyn Node, defs: &Map<String, Value>, only_vhost: Option<&st
         let name = text(p, "name")?.to_owned();
         let body = p.as_object().cloned().unwrap_or_default();
         crate::routes::put_policy(node, &v, &name, &body, false)?;
+    }
+    // RabbitMQ exports operator policies as runtime parameters of component `operator_policy`;
+    // 3.10 writes their definition as a list of [key, value] pairs.
+    for p in list(defs, "parameters")? {
+        if p.get("component").and_then(Value::as_str) != Some("operator_policy") {
+            continue;
+        }
+        let v = vhost_of(p)?;
+        let name = text(p, "name")?.to_owned();
+        let mut body = p.get("value").and_then(Value::as_object).cloned().unwrap_or_default();
+        if let Some(Value::Array(pairs)) = body.get("definition") {
+            let mut def = Map::new();
+            for pair in pairs {
+                if let Some([Value::String(k), val]) = pair.as_array().map(Vec::as_slice) {
+                    def.insert(k.clone(), val.clone());
+                }
+            }
+            body.insert("definition".into(), Value::Object(def));
+        }
+        crate::routes::put_policy(node, &v, &name, &body, true)?;
     }
     for x in list(defs, "exchanges")? {
         let v = vhost_of(x)?;
