@@ -112,6 +112,11 @@ def test_message_rates_in_the_api(broker_factory, uniq):
     wait_for(5, lambda: stats().get("publish") == 50 and stats().get("publish_details", {}).get("rate", 0) > 0)
     q = api.ok("GET", "/queues/%2F/" + uniq)
     assert q["message_stats"]["publish"] == 50
+    [node] = api.ok("GET", "/nodes")
+    assert node["mem_used"] > 1 << 20 and node["mem_limit"] > node["mem_used"]
+    assert node["disk_free"] > node["disk_free_limit"] == 50_000_000
+    assert 0 < node["fd_used"] < node["fd_total"]
+    assert node["sockets_used"] == 1
     conn.close()
 
 

@@ -60,6 +60,11 @@ pub trait Node: Send + Sync + 'static {
     fn stop(&self);
     /// When the node started, milliseconds since the Unix epoch.
     fn started_at_ms(&self) -> u64;
+    /// Resource use and limits for `/api/nodes`, with RabbitMQ's field names (`mem_used`,
+    /// `mem_limit`, `disk_free`, `disk_free_limit`, `fd_used`, `fd_total`, ...).
+    fn resources(&self) -> serde_json::Map<String, Value> {
+        serde_json::Map::new()
+    }
 }
 
 /// Runs `f` under the broker lock (see `Node::with_broker`) and returns its result.

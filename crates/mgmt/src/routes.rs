@@ -865,7 +865,7 @@ fn overview(node: &dyn Node, who: &Identity) -> ApiResult {
 
 fn node_json(node: &dyn Node) -> Value {
     let uptime = now_ms().saturating_sub(node.started_at_ms());
-    json!({
+    let mut v = json!({
         "name": node.node_name(),
         "type": "disc",
         "running": node.app_running(),
@@ -875,7 +875,13 @@ fn node_json(node: &dyn Node) -> Value {
         "os_pid": std::process::id().to_string(),
         "processors": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
         "being_drained": false,
-    })
+        "partitions": [],
+        "rates_mode": "basic",
+    });
+    if let Some(o) = v.as_object_mut() {
+        o.extend(node.resources());
+    }
+    v
 }
 
 fn properties_json(props: &BasicProperties) -> Value {

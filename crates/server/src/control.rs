@@ -132,4 +132,28 @@ impl mgmt::Node for ServerNode {
     fn started_at_ms(&self) -> u64 {
         self.started_at_ms
     }
+
+    fn resources(&self) -> serde_json::Map<String, serde_json::Value> {
+        let config = &self.shared.config;
+        let fd_used = std::fs::read_dir("/proc/self/fd").map(|d| d.count()).unwrap_or(0);
+        let fd_total = crate::prometheus::max_fds();
+        let sockets = self.shared.connection_count.load(std::sync::atomic::Ordering::Relaxed);
+        let v = serde_json::json!({
+            "mem_used": crate::alarms::rss_bytes().unwrap_or(0),
+            "mem_limit": crate::alarms::memory_limit_bytes(config.vm_memory_high_watermark).unwrap_or(0),
+            "disk_free": crate::alarms::disk_free_bytes(&config.data_dir).unwrap_or(0),
+            "disk_free_limit": config.disk_free_limit,
+            "fd_used": fd_used,
+            "fd_total": fd_total,
+            "sockets_used": sockets,
+            "sockets_total": config.connection_max,
+            "proc_used": 0,
+            "proc_total": 0,
+            "run_queue": 0,
+        });
+        match v {
+            serde_json::Value::Object(m) => m,
+            _ => serde_json::Map::new(),
+        }
+    }
 }

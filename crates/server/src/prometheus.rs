@@ -487,7 +487,7 @@ fn render_detailed(out: &mut Out, snap: &Snapshot, d: &Detailed) {
 }
 
 /// The soft limit on open files, from /proc/self/limits.
-fn max_fds() -> u64 {
+pub fn max_fds() -> u64 {
     std::fs::read_to_string("/proc/self/limits")
         .ok()
         .and_then(|s| {
