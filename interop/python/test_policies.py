@@ -15,21 +15,14 @@ from conftest import msg_count, wait_for
 
 
 def set_policy(broker, name, pattern, definition, *opts, operator=False):
-    if operator:
-        # Operator policies through the HTTP API (/api/operator-policies), as RabbitMQ's.
-        body = {"pattern": pattern, "definition": definition, "apply-to": "queues"}
-        Api(broker).ok("PUT", "/operator-policies/%2F/" + q(name), body)
-        return None
-    r = ctl(broker, "set_policy", *opts, name, pattern, json.dumps(definition))
+    cmd = "set_operator_policy" if operator else "set_policy"
+    r = ctl(broker, cmd, *opts, name, pattern, json.dumps(definition))
     assert r.returncode == 0, r.stderr
     return r
 
 
 def clear_policy(broker, name, operator=False):
-    if operator:
-        Api(broker).ok("DELETE", "/operator-policies/%2F/" + q(name))
-        return
-    r = ctl(broker, "clear_policy", name)
+    r = ctl(broker, "clear_operator_policy" if operator else "clear_policy", name)
     assert r.returncode == 0, r.stderr
 
 
@@ -83,9 +76,13 @@ def test_operator_policy_caps_user_policy(broker, connect, uniq):
     ch = connect().channel()
     ch.queue_declare(uniq)
     set_policy(broker, uniq, "^%s$" % uniq, {"max-length": 100})
-    set_policy(broker, uniq + "-op", "^%s$" % uniq, {"max-length": 2}, operator=True)
+    set_policy(broker, uniq + "-op", "^%s$" % uniq, {"max-length": 2}, "--apply-to", "queues", operator=True)
     publish_n(ch, uniq, 5)
     wait_for(5, lambda: msg_count(ch.connection, uniq) == 2)
+    listed = ctl(broker, "list_operator_policies", "--formatter", "json")
+    assert uniq + "-op" in [p["name"] for p in json.loads(listed.stdout)]
+    # The HTTP API sees the same operator policy.
+    assert Api(broker).ok("GET", "/operator-policies/%2F/" + q(uniq + "-op"))["definition"] == {"max-length": 2}
     clear_policy(broker, uniq + "-op", operator=True)
     clear_policy(broker, uniq)
 

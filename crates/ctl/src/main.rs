@@ -124,6 +124,17 @@ const COMMANDS: &[Command] = &[
     },
     Command { name: "clear_policy", args: "[-p <vhost>] <name>", about: "Clears a policy" },
     Command { name: "list_policies", args: "[-p <vhost>]", about: "Lists all policies in a virtual host" },
+    Command {
+        name: "set_operator_policy",
+        args: "[-p <vhost>] [--priority <priority>] [--apply-to <apply-to>] <name> <pattern> <definition>",
+        about: "Sets an operator policy that overrides a subset of arguments in user policies",
+    },
+    Command { name: "clear_operator_policy", args: "[-p <vhost>] <name>", about: "Clears an operator policy" },
+    Command {
+        name: "list_operator_policies",
+        args: "[-p <vhost>]",
+        about: "Lists operator policy overrides for a virtual host",
+    },
     Command { name: "export_definitions", args: "<file_path | \"-\">", about: "Exports definitions in JSON" },
     Command { name: "import_definitions", args: "<file_path | \"-\">", about: "Imports definitions in JSON" },
 ];
@@ -852,7 +863,12 @@ impl Ctl {
                 self.info(format!("Queue was successfully deleted with {} messages", cell(&before["messages_ready"])));
                 Ok(())
             }
-            "set_policy" => {
+            "set_policy" | "set_operator_policy" => {
+                let (kind, path) = if cmd.name == "set_policy" {
+                    ("policy", "policies")
+                } else {
+                    ("operator policy override", "operator-policies")
+                };
                 self.need(3, 3)?;
                 let (name, pattern, definition) = (self.pos(0), self.pos(1), self.pos(2));
                 let def: Value = serde_json::from_str(definition)
@@ -863,23 +879,33 @@ impl Ctl {
                 };
                 let apply_to = self.args.flags.get("apply-to").cloned().unwrap_or_else(|| "all".into());
                 self.info(format!(
-                    "Setting policy \"{name}\" for pattern \"{pattern}\" to \"{definition}\" with priority \"{priority}\" for vhost \"{v}\" ..."
+                    "Setting {kind} \"{name}\" for pattern \"{pattern}\" to \"{definition}\" with priority \"{priority}\" for vhost \"{v}\" ..."
                 ));
                 let body = json!({"pattern": pattern, "definition": def, "priority": priority, "apply-to": apply_to});
-                self.call("PUT", &format!("/policies/{ev}/{}", enc(name)), Some(body))?;
+                self.call("PUT", &format!("/{path}/{ev}/{}", enc(name)), Some(body))?;
                 Ok(())
             }
-            "clear_policy" => {
+            "clear_policy" | "clear_operator_policy" => {
+                let (kind, path) = if cmd.name == "clear_policy" {
+                    ("policy", "policies")
+                } else {
+                    ("operator policy", "operator-policies")
+                };
                 self.need(1, 1)?;
                 let name = self.pos(0);
-                self.info(format!("Clearing policy \"{name}\" on vhost \"{v}\" ..."));
-                self.call("DELETE", &format!("/policies/{ev}/{}", enc(name)), None)?;
+                self.info(format!("Clearing {kind} \"{name}\" on vhost \"{v}\" ..."));
+                self.call("DELETE", &format!("/{path}/{ev}/{}", enc(name)), None)?;
                 Ok(())
             }
-            "list_policies" => {
+            "list_policies" | "list_operator_policies" => {
+                let (kind, path) = if cmd.name == "list_policies" {
+                    ("policies", "policies")
+                } else {
+                    ("operator policy overrides", "operator-policies")
+                };
                 self.need(0, 0)?;
-                self.info(format!("Listing policies for vhost \"{v}\" ..."));
-                let items = self.call("GET", &format!("/policies/{ev}"), None)?;
+                self.info(format!("Listing {kind} for vhost \"{v}\" ..."));
+                let items = self.call("GET", &format!("/{path}/{ev}"), None)?;
                 let cols: Vec<(String, String)> = ["vhost", "name", "pattern", "apply-to", "definition", "priority"]
                     .iter()
                     .map(|c| (c.to_string(), c.to_string()))
