@@ -297,14 +297,17 @@
     return out;
   }
 
-  // A line chart on a canvas: series [{label, get(i) -> number}] over state.samples.
-  function chart(title, series, unit) {
+  // A line chart on a canvas: series [{label, get(i) -> number}] over samples ({t, ...}, oldest
+  // first; the overview's by default).
+  function chart(title, series, unit, samples = () => state.samples) {
     const canvas = h('canvas', { width: 560, height: 180, class: 'chart', 'aria-label': title });
     const legend = h('ul', { class: 'legend' });
     const draw = () => {
-      const n = state.samples.length;
-      const values = series.map((s) => state.samples.map((_, i) => s.get(i) || 0));
-      const max = Math.max(1, ...values.flat());
+      const points = samples();
+      const n = points.length;
+      const values = series.map((s) => points.map((_, i) => s.get(i) || 0));
+      // Headroom above the largest value, so a flat line is not drawn on the frame.
+      const max = Math.max(1, ...values.flat()) * 1.2;
       const ctx = canvas.getContext('2d');
       const W = canvas.width; const H = canvas.height; const L = 50; const B = 20;
       ctx.clearRect(0, 0, W, H);
@@ -317,15 +320,15 @@
       const span = (SAMPLES_MAX - 1) * SAMPLE_MS;
       ctx.fillText(`-${Math.round(span / 60000)} min`, L, H - 5);
       ctx.fillText('now', W - 30, H - 5);
-      const now = n ? state.samples[n - 1].t : Date.now();
-      const x = (i) => L + ((W - 5 - L) * (span - (now - state.samples[i].t))) / span;
+      const now = n ? points[n - 1].t : Date.now();
+      const x = (i) => L + ((W - 5 - L) * (span - (now - points[i].t))) / span;
       const y = (v) => H - B - ((H - B - 5) * v) / max;
       values.forEach((vals, si) => {
         ctx.strokeStyle = CHART_COLORS[si % CHART_COLORS.length];
         ctx.lineWidth = 2;
         ctx.beginPath();
         vals.forEach((v, i) => (i ? ctx.lineTo(x(i), y(v)) : ctx.moveTo(x(i), y(v))));
-        if (n === 1) ctx.lineTo(W - 5, y(vals[0]));
+        if (n === 1) ctx.lineTo(x(0) - 8, y(vals[0])); // one sample: a short dash at "now"
         ctx.stroke();
       });
       put(legend, series.map((s, si) => h('li', null,
@@ -916,6 +919,19 @@
     const base = `/queues/${enc(vhost)}/${enc(name)}`;
     main.append(h('h1', null, 'Queue ', h('span', { class: 'name' }, name), h('span', { class: 'vhost' }, ` in ${vhost}`)));
     const details = h('div');
+    // Depth and rates of this queue since the page opened, from the same polls as the details.
+    const history = [];
+    const depth = chart('Queued messages', [
+      { label: 'Ready', get: (i) => history[i].q.messages_ready },
+      { label: 'Unacked', get: (i) => history[i].q.messages_unacknowledged },
+      { label: 'Total', get: (i) => history[i].q.messages },
+    ], '', () => history);
+    const rates = chart('Message rates', [
+      { label: 'Publish', get: (i) => rateOf(history[i].q, 'publish') },
+      { label: 'Deliver / get', get: (i) => rateOf(history[i].q, 'deliver_get') },
+      { label: 'Ack', get: (i) => rateOf(history[i].q, 'ack') },
+      { label: 'Redeliver', get: (i) => rateOf(history[i].q, 'redeliver') },
+    ], '/s', () => history);
     const loadDetails = async () => {
       let q;
       try {
@@ -925,6 +941,10 @@
         return;
       }
       if (!ctx.alive()) return;
+      history.push({ t: Date.now(), q });
+      if (history.length > SAMPLES_MAX) history.shift();
+      depth.draw();
+      rates.draw();
       put(details, facts([
         ['Features', features(q)],
         ['State', q.state],
@@ -942,7 +962,7 @@
     await loadDetails();
     if (!ctx.alive()) return;
     ctx.every(REFRESH_MS, loadDetails);
-    main.append(section('Details', details));
+    main.append(section('Details', details), h('div', { class: 'charts' }, depth.el, rates.el));
 
     const consumers = h('div');
     const loadConsumers = async () => {
