@@ -127,6 +127,14 @@ impl StoreJournal {
         let mut rec = Log::open(dir.join("messages"), config, disk).map_err(err)?;
         let mut last_report = std::time::Instant::now();
         while let Some(r) = rec.next_record().map_err(err)? {
+            if r.record_type == RECORD_TRANSIENT {
+                // Paged-out transient messages do not come back, but their ids are not reused:
+                // acks naming them may still be in the ack log.
+                if let Some(id) = r.payload.get(..8).and_then(|b| <[u8; 8]>::try_from(b).ok()) {
+                    broker.reserve_msg_id(u64::from_be_bytes(id));
+                }
+                continue;
+            }
             if r.record_type != RECORD_MESSAGE && r.record_type != RECORD_MESSAGE_TIMED {
                 continue;
             }
@@ -277,6 +285,36 @@ impl StoreJournal {
     }
 }
 
+impl StoreJournal {
+    /// Appends a message record (`head` holds what precedes the common payload) and accounts
+    /// for it in its segment; returns its location.
+    fn append_message(
+        &mut self,
+        record_type: u8,
+        msg_id: MessageId,
+        queues: &[QueueId],
+        message: &Message,
+    ) -> Option<u64> {
+        encode_message_head(msg_id, queues, message, &mut self.head);
+        match self.messages.append(record_type, &[&self.head, &message.body]) {
+            Ok(id) => {
+                if self.active_message_segment != Some(id.segment) {
+                    self.active_message_segment = Some(id.segment);
+                    self.segment_of.insert(msg_id, id.segment);
+                    // The previous segment is sealed now; it may hold nothing alive.
+                    self.collect_garbage();
+                }
+                *self.live.entry(id.segment).or_default() += queues.len() as u64;
+                pack_location(id)
+            }
+            Err(e) => {
+                self.fail("message log append", e);
+                None
+            }
+        }
+    }
+}
+
 /// The fsyncs of one group commit, run by the syncer without the broker lock.
 struct Pending {
     messages: PendingSync,
@@ -334,23 +372,18 @@ impl Journal for StoreJournal {
             }
             None => RECORD_MESSAGE,
         };
-        encode_message_head(msg_id, queues, message, &mut self.head);
-        self.last_location = None;
-        match self.messages.append(record_type, &[&self.head, &message.body]) {
-            Ok(id) => {
-                self.last_location = pack_location(id);
-                if self.active_message_segment != Some(id.segment) {
-                    self.active_message_segment = Some(id.segment);
-                    self.segment_of.insert(msg_id, id.segment);
-                    // The previous segment is sealed now; it may hold nothing alive.
-                    self.collect_garbage();
-                }
-                *self.live.entry(id.segment).or_default() += queues.len() as u64;
-            }
-            Err(e) => self.fail("message log append", e),
-        }
+        self.last_location = self.append_message(record_type, msg_id, queues, message);
         self.seq += 1;
         self.seq
+    }
+
+    fn page(&mut self, msg_id: MessageId, queues: &[QueueId], message: &Message) -> Option<u64> {
+        if self.failed.is_some() {
+            return None;
+        }
+        self.head.clear();
+        // Not counted in `seq`: nothing waits for it to be synced.
+        self.append_message(RECORD_TRANSIENT, msg_id, queues, message)
     }
 
     fn last_location(&self) -> Option<u64> {

@@ -126,6 +126,13 @@ pub trait Journal: Send + std::fmt::Debug {
     fn publish(&mut self, msg_id: MessageId, queues: &[QueueId], message: &Message, arrival_ms: Option<u64>) -> u64;
     /// Where the message of the latest `publish` was written, as a location for `read`; None
     /// when this journal cannot read messages back (then nothing is paged out).
+    /// Writes a message that need not survive a restart (transient, or in a non-durable queue)
+    /// so that its body can be paged out of memory; returns its location for `read`, or None
+    /// when this journal cannot page. It is released with `remove` like a journaled message.
+    fn page(&mut self, msg_id: MessageId, queues: &[QueueId], message: &Message) -> Option<u64> {
+        let _ = (msg_id, queues, message);
+        None
+    }
     fn last_location(&self) -> Option<u64> {
         None
     }
@@ -190,6 +197,9 @@ pub const RECORD_MESSAGE: u8 = 1;
 /// A message record preceded by its arrival time: `arrival_ms u64 | <RECORD_MESSAGE payload>`.
 /// Written for messages with a deadline (TTL) in a durable queue, so recovery can restore it.
 pub const RECORD_MESSAGE_TIMED: u8 = 5;
+/// A transient message (or one in a non-durable queue) written only so that its body can leave
+/// memory (paging); same payload as `RECORD_MESSAGE`. Recovery skips it.
+pub const RECORD_TRANSIENT: u8 = 6;
 /// Record types in the ack log.
 pub const RECORD_REMOVE: u8 = 2;
 pub const RECORD_DELIVERED: u8 = 3;
@@ -234,7 +244,7 @@ pub fn decode_message(record_type: u8, payload: Bytes) -> Option<MessageRecord> 
     let mut b = payload;
     let need = |b: &Bytes, n: usize| b.remaining() >= n;
     let arrival_ms = match record_type {
-        RECORD_MESSAGE => None,
+        RECORD_MESSAGE | RECORD_TRANSIENT => None,
         RECORD_MESSAGE_TIMED if need(&b, 8) => Some(b.get_u64()),
         _ => return None,
     };

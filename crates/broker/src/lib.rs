@@ -136,10 +136,12 @@ pub struct BrokerConfig {
     /// behaviour for classic queues). Off by default: a confirm means the message is on disk.
     /// Carried out by the syncer, which calls `journal_synced` between the write and the fsync.
     pub confirm_before_fsync: bool,
-    /// Bytes of ready message bodies a journaled queue keeps in memory; persistent messages
-    /// beyond it are paged out (only a reference to their journal record stays in memory) and
-    /// read back as consumers drain the queue. Transient messages, messages with a deadline and
-    /// queues with TTL, dead-lettering or length-limit arguments are not paged.
+    /// Bytes of ready message bodies a queue keeps in memory; messages beyond it are paged out
+    /// (only a 16-byte reference to their record in the message log stays in memory) and read
+    /// back as consumers drain the queue. Persistent messages in durable queues use their
+    /// journal record; others get a transient record that recovery ignores. Messages with a
+    /// deadline, priority queues and queues with TTL, dead-lettering or length-limit arguments
+    /// are not paged.
     pub queue_memory_bytes_max: usize,
     /// Default consumer acknowledgement timeout in milliseconds (RabbitMQ's `consumer_timeout`,
     /// 30 minutes); 0 turns it off. Queues and consumers may set their own (`ack_timeout.rs`).
@@ -1261,16 +1263,17 @@ impl Broker {
             return 0;
         };
         self.churn.queues_deleted += 1;
+        // Release its messages' records (journaled ones, and paged-out transient ones of any
+        // queue), ready and unacknowledged, then the queue itself.
+        for msg_id in q.ready_msg_ids() {
+            Self::forget(&mut *self.journal, qid, msg_id);
+        }
+        for c in self.channels.values() {
+            for u in c.unacked.iter().filter(|u| u.queue == qid) {
+                Self::forget(&mut *self.journal, qid, u.entry.msg_id);
+            }
+        }
         if q.is_journaled() {
-            // Remove its journaled messages, ready and unacknowledged, then the queue itself.
-            for msg_id in q.ready_msg_ids() {
-                Self::forget(&mut *self.journal, qid, msg_id);
-            }
-            for c in self.channels.values() {
-                for u in c.unacked.iter().filter(|u| u.queue == qid) {
-                    Self::forget(&mut *self.journal, qid, u.entry.msg_id);
-                }
-            }
             self.journal.define(&Definition::QueueDeleted { id: qid });
         }
         if let Some(v) = self.vhosts.get_mut(&q.vhost) {
@@ -1703,6 +1706,8 @@ impl Broker {
         let mut durable_deadline = false;
         let mut fresh: Vec<(QueueId, u64)> = Vec::new();
         let mut refused = false;
+        // Queues past their memory budget that take this message without journaling it.
+        let mut to_page: Vec<(QueueId, u64)> = Vec::new();
         let mut dedup_id: Option<Option<bytes::Bytes>> = None;
         let mut i = 0;
         while i < routed.len() {
@@ -1750,6 +1755,9 @@ impl Broker {
             }
             q.stats.inc(Stat::Publish);
             let seq = q.push(message.clone(), if journaled { msg_id } else { 0 }, expires_at_ms);
+            if !journaled && q.wants_page(seq, self.config.queue_memory_bytes_max) {
+                to_page.push((qid, seq));
+            }
             if journaled {
                 durable_seqs.push(seq);
             }
@@ -1779,6 +1787,26 @@ impl Broker {
                 for (qid, seq) in durable.iter().zip(durable_seqs) {
                     if let Some(q) = self.queues.get_mut(qid) {
                         q.page_out(seq, location, budget);
+                    }
+                }
+            }
+        }
+        if !to_page.is_empty() {
+            // Transient (or in non-durable queues) but past the budget: written to the message
+            // log only so the body can leave memory; recovery ignores the record.
+            let id = self.next_msg_id;
+            let queues: Vec<QueueId> = to_page.iter().map(|(q, _)| *q).collect();
+            if let Some(location) = self.journal.page(id, &queues, &message) {
+                self.next_msg_id += 1;
+                let budget = self.config.queue_memory_bytes_max;
+                for (qid, seq) in to_page {
+                    if let Some(q) = self.queues.get_mut(&qid) {
+                        q.set_msg_id(seq, id);
+                        if !q.page_out(seq, location, budget) {
+                            // Not paged after all: release its share of the record.
+                            q.set_msg_id(seq, 0);
+                            self.journal.remove(qid, id);
+                        }
                     }
                 }
             }
@@ -2157,6 +2185,11 @@ impl Broker {
     /// The next message id (recovery uses it to know where the log left off).
     pub fn next_msg_id(&self) -> MessageId {
         self.next_msg_id
+    }
+
+    /// Recovery: message id `id` was used (by a record that is not restored); never reuse it.
+    pub fn reserve_msg_id(&mut self, id: MessageId) {
+        self.next_msg_id = self.next_msg_id.max(id + 1);
     }
 
     // ---- inspection -----------------------------------------------------------------------------

@@ -588,6 +588,32 @@ impl Queue {
         true
     }
 
+    /// True when the message just pushed with sequence number `seq`, which has no journal record,
+    /// should get one so it can be paged out (see `Journal::page`): the queue pages (plain, and
+    /// past its budget or already paging) and the message has no deadline.
+    pub fn wants_page(&self, seq: u64, budget: usize) -> bool {
+        if self.features.is_some() || self.max_priority != 0 {
+            return false;
+        }
+        if self.paged.is_empty() {
+            self.ready.bytes() > budget && self.ready.back().is_some_and(|m| m.seq == seq && m.expires_at_ms == 0)
+        } else {
+            self.paged.held.get(&seq).is_some_and(|m| m.expires_at_ms == 0 && m.msg_id == 0)
+        }
+    }
+
+    /// Gives the message just pushed with sequence number `seq` the id of the record `page`
+    /// wrote for it.
+    pub fn set_msg_id(&mut self, seq: u64, msg_id: crate::MessageId) {
+        if let Some(m) = self.paged.held.get_mut(&seq) {
+            m.msg_id = msg_id;
+        } else if let Some(level) = self.ready.levels.last_mut() {
+            if let Some(m) = level.items.back_mut().filter(|m| m.seq == seq) {
+                m.msg_id = msg_id;
+            }
+        }
+    }
+
     /// When the in-memory head is empty, brings paged messages back into it, up to half of
     /// `budget` bytes (at least one message), reading bodies with `load`. Returns how many
     /// messages could not be read (they are dropped from the queue).
