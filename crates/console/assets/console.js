@@ -253,7 +253,7 @@
     $('#login').hidden = true;
     $('#top').hidden = false;
     $('#whoami').textContent = `${state.user.name} (${state.user.tags.join(', ') || 'no tags'})`;
-    $('#nav-admin').hidden = !isAdmin();
+    $('#nav-admin').hidden = !isTagged('administrator', 'policymaker');
     await loadVhosts().catch(showError);
     startSampler();
     render();
@@ -1050,8 +1050,10 @@
 
   async function adminPage(main, ctx) {
     main.append(h('h1', null, 'Admin'));
-    if (!isAdmin()) {
-      main.append(h('p', { class: 'note' }, 'The Admin pages need the administrator tag.'));
+    // Administrators see everything here; policymakers only the policies of their vhosts.
+    const admin = isAdmin();
+    if (!admin && !isTagged('policymaker')) {
+      main.append(h('p', { class: 'note' }, 'The Admin pages need the administrator or policymaker tag.'));
       return;
     }
     const users = h('div');
@@ -1112,7 +1114,7 @@
       ], list, { id: 'policies' }));
     };
     const loadAll = async () => {
-      await Promise.all([loadUsers(), loadVhostList(), loadPerms(), loadPolicies()]);
+      await Promise.all([admin && loadUsers(), admin && loadVhostList(), admin && loadPerms(), loadPolicies()]);
       refreshChoices();
     };
 
@@ -1120,17 +1122,19 @@
     const vhostChoice = h('select', { name: 'vhost' });
     const policyVhost = h('select', { name: 'vhost' });
     function refreshChoices() {
-      api('GET', '/users?columns=name').then((list) => {
-        const was = userChoice.value;
-        put(userChoice, ...list.map((u) => h('option', { value: u.name, selected: u.name === was }, u.name)));
-      }).catch(showError);
+      if (admin) {
+        api('GET', '/users?columns=name').then((list) => {
+          const was = userChoice.value;
+          put(userChoice, ...list.map((u) => h('option', { value: u.name, selected: u.name === was }, u.name)));
+        }).catch(showError);
+      }
       for (const sel of [vhostChoice, policyVhost]) {
         const was = sel.value;
         put(sel, ...vhostNames.map((v) => h('option', { value: v, selected: v === was }, v)));
       }
     }
 
-    main.append(section('Users', users, h('h3', null, 'Add a user'), form('add-user', async (f) => {
+    if (admin) main.append(section('Users', users, h('h3', null, 'Add a user'), form('add-user', async (f) => {
       const name = input(f, 'name').value;
       await api('PUT', `/users/${enc(name)}`, { password: input(f, 'password').value, tags: input(f, 'tags').value });
       flash(`User ${name} added.`);
@@ -1144,7 +1148,7 @@
     h('datalist', { id: 'tag-hints' }, ['administrator', 'monitoring', 'policymaker', 'management', 'impersonator'].map((t) => h('option', { value: t }))),
     h('button', { type: 'submit' }, 'Add user'))));
 
-    main.append(section('Virtual hosts', vhosts, h('h3', null, 'Add a virtual host'), form('add-vhost', async (f) => {
+    if (admin) main.append(section('Virtual hosts', vhosts, h('h3', null, 'Add a virtual host'), form('add-vhost', async (f) => {
       const name = input(f, 'name').value;
       await api('PUT', `/vhosts/${enc(name)}`, {});
       flash(`Virtual host ${name} added.`);
@@ -1155,7 +1159,7 @@
     field('Name', h('input', { name: 'name', required: true })),
     h('button', { type: 'submit' }, 'Add virtual host'))));
 
-    main.append(section('Permissions', perms, h('h3', null, 'Set permissions'), form('set-permissions', async (f) => {
+    if (admin) main.append(section('Permissions', perms, h('h3', null, 'Set permissions'), form('set-permissions', async (f) => {
       const user = input(f, 'user').value;
       const vhost = input(f, 'vhost').value;
       await api('PUT', `/permissions/${enc(vhost)}/${enc(user)}`,
@@ -1194,7 +1198,7 @@
     h('button', { type: 'submit' }, 'Add policy'))));
 
     const exportLink = h('a', { id: 'export-link', hidden: true }, 'Download');
-    main.append(section('Definitions',
+    if (admin) main.append(section('Definitions',
       h('p', null, 'Export: users, vhosts, permissions, policies, exchanges, queues and bindings as JSON, in RabbitMQ\'s format.'),
       h('button', { type: 'button', id: 'export', onclick: (ev) => act(ev.target, async () => {
         const text = await api('GET', '/definitions', undefined, { raw: true });

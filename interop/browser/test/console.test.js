@@ -235,6 +235,23 @@ test('log in, create a vhost and a user with permissions, declare a queue and a 
   await login(page, 'alice', 'alice-pw');
   assert.equal(await page.isHidden('#nav-admin'), true);
   assert.deepEqual(await page.locator('#vhost-filter option').allTextContents(), ['All', 'shop']);
+  await visit(page, '#/admin', 'main p.note');
+  assert.match(await page.textContent('main'), /need the administrator or policymaker tag/);
+
+  // A policymaker sees only the policies on the Admin page, and sets one in its vhost.
+  assert.equal((await call('PUT', '/users/alice', { password: 'alice-pw', tags: 'policymaker' })).status, 204);
+  await page.click('#logout');
+  await login(page, 'alice', 'alice-pw');
+  await visit(page, '#/admin', '#policies');
+  assert.equal(await page.locator('#users, #vhosts, #permissions, #export').count(), 0);
+  await page.fill('#add-policy input[name=name]', 'alice-ttl');
+  await page.fill('#add-policy input[name=pattern]', '^orders');
+  await fillArg(page.locator('#add-policy'), 'policy-def', 'message-ttl', '1000', 'number');
+  await page.click('#add-policy button[type=submit]');
+  await page.waitForSelector('#policies td:text-is("alice-ttl")');
+  assert.equal((await call('GET', '/policies/shop/alice-ttl')).body.vhost, 'shop');
+  await shot(page, '06b-admin-policymaker');
+  assert.equal((await call('DELETE', '/policies/shop/alice-ttl')).status, 204);
 });
 
 test('a connection opened by an AMQP client appears, with its channel, and is closed from the console', { timeout: TIMEOUT_MS }, async (t) => {
