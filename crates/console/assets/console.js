@@ -1059,6 +1059,7 @@
     const users = h('div');
     const vhosts = h('div');
     const perms = h('div');
+    const topicPerms = h('div');
     const policies = h('div');
     const del = (what, path, reload) => (ev) => act(ev.target, () => confirmThen(`Delete ${what}?`, async () => {
       await api('DELETE', path);
@@ -1100,6 +1101,18 @@
         { title: '', value: (p) => h('button', { type: 'button', class: 'small danger', onclick: del(`permissions of ${p.user} in ${p.vhost}`, `/permissions/${enc(p.vhost)}/${enc(p.user)}`, loadPerms) }, 'Clear') },
       ], list, { id: 'permissions' }));
     };
+    const loadTopicPerms = async () => {
+      const list = await api('GET', '/topic-permissions');
+      if (!ctx.alive()) return;
+      put(topicPerms, table([
+        { title: 'User', value: (p) => p.user },
+        { title: 'Virtual host', value: (p) => p.vhost },
+        { title: 'Exchange', value: (p) => p.exchange },
+        { title: 'Write', value: (p) => h('code', null, p.write) },
+        { title: 'Read', value: (p) => h('code', null, p.read) },
+        { title: '', value: (p) => h('button', { type: 'button', class: 'small danger', onclick: del(`topic permissions of ${p.user} on ${p.exchange} in ${p.vhost}`, `/topic-permissions/${enc(p.vhost)}/${enc(p.user)}?exchange=${enc(p.exchange)}`, loadTopicPerms) }, 'Clear') },
+      ], list, { id: 'topic-permissions', empty: 'No topic permissions: users are not limited on topic exchanges.' }));
+    };
     const loadPolicies = async () => {
       const list = await api('GET', '/policies');
       if (!ctx.alive()) return;
@@ -1114,21 +1127,25 @@
       ], list, { id: 'policies' }));
     };
     const loadAll = async () => {
-      await Promise.all([admin && loadUsers(), admin && loadVhostList(), admin && loadPerms(), loadPolicies()]);
+      await Promise.all([admin && loadUsers(), admin && loadVhostList(), admin && loadPerms(), admin && loadTopicPerms(), loadPolicies()]);
       refreshChoices();
     };
 
     const userChoice = h('select', { name: 'user' });
     const vhostChoice = h('select', { name: 'vhost' });
+    const topicUserChoice = h('select', { name: 'user' });
+    const topicVhostChoice = h('select', { name: 'vhost' });
     const policyVhost = h('select', { name: 'vhost' });
     function refreshChoices() {
       if (admin) {
         api('GET', '/users?columns=name').then((list) => {
-          const was = userChoice.value;
-          put(userChoice, ...list.map((u) => h('option', { value: u.name, selected: u.name === was }, u.name)));
+          for (const sel of [userChoice, topicUserChoice]) {
+            const was = sel.value;
+            put(sel, ...list.map((u) => h('option', { value: u.name, selected: u.name === was }, u.name)));
+          }
         }).catch(showError);
       }
-      for (const sel of [vhostChoice, policyVhost]) {
+      for (const sel of [vhostChoice, topicVhostChoice, policyVhost]) {
         const was = sel.value;
         put(sel, ...vhostNames.map((v) => h('option', { value: v, selected: v === was }, v)));
       }
@@ -1172,6 +1189,21 @@
     field('Write', h('input', { name: 'write', value: '.*' })),
     field('Read', h('input', { name: 'read', value: '.*' })),
     h('button', { type: 'submit' }, 'Set permissions'))));
+
+    if (admin) main.append(section('Topic permissions', topicPerms, h('h3', null, 'Set topic permissions'), form('set-topic-permissions', async (f) => {
+      const user = input(f, 'user').value;
+      const vhost = input(f, 'vhost').value;
+      const exchange = input(f, 'exchange').value;
+      await api('PUT', `/topic-permissions/${enc(vhost)}/${enc(user)}`,
+        { exchange, write: input(f, 'write').value, read: input(f, 'read').value });
+      flash(`Topic permissions of ${user} on ${exchange} in ${vhost} set.`);
+      await loadTopicPerms();
+    },
+    field('User', topicUserChoice), field('Virtual host', topicVhostChoice),
+    field('Exchange', h('input', { name: 'exchange', value: 'amq.topic', required: true })),
+    field('Write regex', h('input', { name: 'write', value: '.*' })),
+    field('Read regex', h('input', { name: 'read', value: '.*' })),
+    h('button', { type: 'submit' }, 'Set topic permissions'))));
 
     const definition = argsEditor('policy-def', ['message-ttl', 'expires', 'max-length', 'max-length-bytes', 'overflow',
       'dead-letter-exchange', 'dead-letter-routing-key', 'alternate-exchange', 'max-priority']);

@@ -382,6 +382,19 @@ test('admin: policies, definitions export and import, clearing permissions, dele
   await page.click('#import button[type=submit]');
   await page.waitForSelector('#messages .msg.error:has-text("bad.json is not JSON")');
 
+  // Topic permissions for bob, set and cleared.
+  await waitFor(async () => (await page.locator('#set-topic-permissions select[name=user] option[value=bob]').count()) === 1, 'bob in the choice');
+  await page.selectOption('#set-topic-permissions select[name=user]', 'bob');
+  await page.selectOption('#set-topic-permissions select[name=vhost]', 'imported-vh');
+  await page.fill('#set-topic-permissions input[name=write]', '^bob\\.');
+  await page.click('#set-topic-permissions button[type=submit]');
+  await page.waitForSelector('#topic-permissions td:text-is("bob")');
+  const tp = await call('GET', '/topic-permissions/imported-vh/bob');
+  assert.deepEqual(tp.body.map((p) => [p.exchange, p.write, p.read]), [['amq.topic', '^bob\\.', '.*']]);
+  await page.locator('#topic-permissions tr', { hasText: 'bob' }).locator('button').click();
+  await page.waitForSelector('#topic-permissions tbody tr.empty');
+  assert.equal((await call('GET', '/topic-permissions/imported-vh/bob')).status, 404);
+
   await page.locator('#permissions tr', { hasText: 'bob' }).locator('button').click();
   await waitFor(async () => (await page.locator('#permissions tr', { hasText: 'bob' }).count()) === 0, 'bob\'s permission gone');
   assert.equal((await call('GET', '/permissions/imported-vh/bob')).status, 404);
