@@ -1060,7 +1060,6 @@
     const vhosts = h('div');
     const perms = h('div');
     const topicPerms = h('div');
-    const policies = h('div');
     const del = (what, path, reload) => (ev) => act(ev.target, () => confirmThen(`Delete ${what}?`, async () => {
       await api('DELETE', path);
       flash(`Deleted ${what}.`);
@@ -1113,21 +1112,9 @@
         { title: '', value: (p) => h('button', { type: 'button', class: 'small danger', onclick: del(`topic permissions of ${p.user} on ${p.exchange} in ${p.vhost}`, `/topic-permissions/${enc(p.vhost)}/${enc(p.user)}?exchange=${enc(p.exchange)}`, loadTopicPerms) }, 'Clear') },
       ], list, { id: 'topic-permissions', empty: 'No topic permissions: users are not limited on topic exchanges.' }));
     };
-    const loadPolicies = async () => {
-      const list = await api('GET', '/policies');
-      if (!ctx.alive()) return;
-      put(policies, table([
-        { title: 'Virtual host', value: (p) => p.vhost },
-        { title: 'Name', value: (p) => p.name },
-        { title: 'Pattern', value: (p) => h('code', null, p.pattern) },
-        { title: 'Apply to', value: (p) => p['apply-to'] },
-        { title: 'Definition', value: (p) => JSON.stringify(p.definition) },
-        { title: 'Priority', cls: 'n', value: (p) => String(p.priority) },
-        { title: '', value: (p) => h('button', { type: 'button', class: 'small danger', onclick: del(`policy ${p.name}`, `/policies/${enc(p.vhost)}/${enc(p.name)}`, loadPolicies) }, 'Delete') },
-      ], list, { id: 'policies' }));
-    };
     const loadAll = async () => {
-      await Promise.all([admin && loadUsers(), admin && loadVhostList(), admin && loadPerms(), admin && loadTopicPerms(), loadPolicies()]);
+      await Promise.all([admin && loadUsers(), admin && loadVhostList(), admin && loadPerms(), admin && loadTopicPerms(),
+        policies.load(), admin && operatorPolicies.load()]);
       refreshChoices();
     };
 
@@ -1135,7 +1122,6 @@
     const vhostChoice = h('select', { name: 'vhost' });
     const topicUserChoice = h('select', { name: 'user' });
     const topicVhostChoice = h('select', { name: 'vhost' });
-    const policyVhost = h('select', { name: 'vhost' });
     function refreshChoices() {
       if (admin) {
         api('GET', '/users?columns=name').then((list) => {
@@ -1145,7 +1131,7 @@
           }
         }).catch(showError);
       }
-      for (const sel of [vhostChoice, topicVhostChoice, policyVhost]) {
+      for (const sel of [vhostChoice, topicVhostChoice, policies.vhost, operatorPolicies.vhost]) {
         const was = sel.value;
         put(sel, ...vhostNames.map((v) => h('option', { value: v, selected: v === was }, v)));
       }
@@ -1205,29 +1191,54 @@
     field('Read regex', h('input', { name: 'read', value: '.*' })),
     h('button', { type: 'submit' }, 'Set topic permissions'))));
 
-    const definition = argsEditor('policy-def', ['message-ttl', 'expires', 'max-length', 'max-length-bytes', 'overflow',
-      'dead-letter-exchange', 'dead-letter-routing-key', 'alternate-exchange', 'max-priority']);
-    main.append(section('Policies', policies, h('h3', null, 'Add a policy'), form('add-policy', async (f) => {
-      const vhost = input(f, 'vhost').value;
-      const name = input(f, 'name').value;
-      await api('PUT', `/policies/${enc(vhost)}/${enc(name)}`, {
-        pattern: input(f, 'pattern').value,
-        'apply-to': input(f, 'apply-to').value,
-        priority: Number(input(f, 'priority').value || 0),
-        definition: definition.value(),
-      });
-      flash(`Policy ${name} set.`);
-      f.reset();
-      definition.reset();
-      await loadPolicies();
-    },
-    field('Virtual host', policyVhost),
-    field('Name', h('input', { name: 'name', required: true })),
-    field('Pattern', h('input', { name: 'pattern', required: true, placeholder: '^amq\\.' })),
-    field('Apply to', h('select', { name: 'apply-to' }, ['all', 'queues', 'exchanges'].map((t) => h('option', { value: t }, t)))),
-    field('Priority', h('input', { name: 'priority', type: 'number', value: '0' })),
-    field('Definition', definition.el),
-    h('button', { type: 'submit' }, 'Add policy'))));
+    // Policies (policymakers and administrators) and operator policies (administrators), alike
+    // but for their path and the keys a definition usually has.
+    const policySection = (path, title, noun, id, hints) => {
+      const holder = h('div');
+      const vhost = h('select', { name: 'vhost' });
+      const load = async () => {
+        const list = await api('GET', `/${path}`);
+        if (!ctx.alive()) return;
+        put(holder, table([
+          { title: 'Virtual host', value: (p) => p.vhost },
+          { title: 'Name', value: (p) => p.name },
+          { title: 'Pattern', value: (p) => h('code', null, p.pattern) },
+          { title: 'Apply to', value: (p) => p['apply-to'] },
+          { title: 'Definition', value: (p) => JSON.stringify(p.definition) },
+          { title: 'Priority', cls: 'n', value: (p) => String(p.priority) },
+          { title: '', value: (p) => h('button', { type: 'button', class: 'small danger', onclick: del(`${noun} ${p.name}`, `/${path}/${enc(p.vhost)}/${enc(p.name)}`, load) }, 'Delete') },
+        ], list, { id: path }));
+      };
+      const definition = argsEditor(`${id}-def`, hints);
+      const el = section(title, holder, h('h3', null, `Add ${noun === 'policy' ? 'a' : 'an'} ${noun}`), form(`add-${id}`, async (f) => {
+        const v = input(f, 'vhost').value;
+        const name = input(f, 'name').value;
+        await api('PUT', `/${path}/${enc(v)}/${enc(name)}`, {
+          pattern: input(f, 'pattern').value,
+          'apply-to': input(f, 'apply-to').value,
+          priority: Number(input(f, 'priority').value || 0),
+          definition: definition.value(),
+        });
+        flash(`${noun[0].toUpperCase()}${noun.slice(1)} ${name} set.`);
+        f.reset();
+        definition.reset();
+        await load();
+      },
+      field('Virtual host', vhost),
+      field('Name', h('input', { name: 'name', required: true })),
+      field('Pattern', h('input', { name: 'pattern', required: true, placeholder: '^amq\\.' })),
+      field('Apply to', h('select', { name: 'apply-to' }, ['all', 'queues', 'exchanges'].map((t) => h('option', { value: t }, t)))),
+      field('Priority', h('input', { name: 'priority', type: 'number', value: '0' })),
+      field('Definition', definition.el),
+      h('button', { type: 'submit' }, `Add ${noun}`)));
+      return { el, load, vhost };
+    };
+    const policies = policySection('policies', 'Policies', 'policy', 'policy', ['message-ttl', 'expires', 'max-length',
+      'max-length-bytes', 'overflow', 'dead-letter-exchange', 'dead-letter-routing-key', 'alternate-exchange', 'max-priority']);
+    const operatorPolicies = policySection('operator-policies', 'Operator policies', 'operator policy', 'operator-policy',
+      ['message-ttl', 'expires', 'max-length', 'max-length-bytes', 'delivery-limit']);
+    main.append(policies.el);
+    if (admin) main.append(operatorPolicies.el);
 
     const exportLink = h('a', { id: 'export-link', hidden: true }, 'Download');
     if (admin) main.append(section('Definitions',

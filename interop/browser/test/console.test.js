@@ -356,6 +356,19 @@ test('admin: policies, definitions export and import, clearing permissions, dele
   await page.waitForSelector('#policies tbody tr.empty');
   assert.equal((await call('GET', '/policies/%2F/short-ttl')).status, 404);
 
+  // An operator policy, the same way.
+  const op = page.locator('#add-operator-policy');
+  await op.locator('select[name=vhost]').selectOption('/');
+  await op.locator('input[name=name]').fill('cap');
+  await op.locator('input[name=pattern]').fill('.*');
+  await fillArg(op, 'operator-policy-def', 'max-length', '1000', 'number');
+  await op.locator('button[type=submit]').click();
+  await page.waitForSelector('#operator-policies td:text-is("cap")');
+  assert.deepEqual((await call('GET', '/operator-policies/%2F/cap')).body.definition, { 'max-length': 1000 });
+  await page.locator('#operator-policies tr', { hasText: 'cap' }).locator('button').click();
+  await page.waitForSelector('#operator-policies tbody tr.empty');
+  assert.equal((await call('GET', '/operator-policies/%2F/cap')).status, 404);
+
   // Export: the file downloaded is the API's definitions.
   await call('PUT', '/queues/%2F/exported-q', { durable: true });
   const [download] = await Promise.all([page.waitForEvent('download'), page.click('#export')]);
