@@ -88,6 +88,10 @@ test('the console is served with a strict policy, and a wrong password is refuse
   assert.equal(r.status, 200);
   assert.match(r.headers.get('content-security-policy'), /script-src 'self';/);
   assert.equal(r.headers.get('x-content-type-options'), 'nosniff');
+  const js = await fetch(`${broker.url}console.js`, { method: 'HEAD' });
+  assert.equal(js.status, 200);
+  assert.equal(js.headers.get('content-type'), 'text/javascript; charset=utf-8');
+  assert.equal(js.headers.get('cache-control'), 'no-cache');
   assert.equal((await fetch(`${broker.url}nope.js`)).status, 404);
   assert.equal((await fetch(broker.url, { method: 'POST' })).status, 404);
 
@@ -287,7 +291,7 @@ test('a connection opened by an AMQP client appears, with its channel, and is cl
   const err = await Promise.race([closed, new Promise((_, rej) => setTimeout(() => rej(new Error('not closed')), 10000))]);
   assert.match(String(err && err.message), /CONNECTION_FORCED.*closed by the browser test/);
   await page.waitForSelector('#connections');
-  await waitFor(async () => (await page.locator('#connections tbody tr.empty').count()) === 1, 'no connections listed');
+  await waitFor(async () => (await page.locator('#connections tbody tr.empty').count()) === 1, 'no connections listed', 15000);
 });
 
 test('hostile names and header values are shown as text and nothing runs', { timeout: TIMEOUT_MS }, async (t) => {
