@@ -575,7 +575,10 @@
         return;
       }
       if (!ctx.alive()) return;
-      const size = (b) => (typeof b === 'number' ? `${(b / 1048576).toFixed(1)} MiB` : 'n/a');
+      const size = (b) => (b >= 1073741824 ? `${(b / 1073741824).toFixed(1)} GiB` : `${(b / 1048576).toFixed(1)} MiB`);
+      // "used (limit)" when the node reports the value, "n/a" when it does not.
+      const of = (v, fmt, limit, what) => (typeof v !== 'number' ? 'n/a'
+        : `${fmt(v)}${typeof limit === 'number' && limit > 0 ? ` (${what} ${fmt(limit)})` : ''}`);
       put(nodes, ...list.map((n) => {
         const alarms = [n.mem_alarm && 'memory', n.disk_free_alarm && 'disk'].filter((a) => a);
         return facts([
@@ -583,9 +586,10 @@
           ['Running', n.running ? 'yes' : 'no (stop_app)'],
           ['Alarms', h('span', { class: alarms.length ? 'alarm' : 'ok', id: 'alarms' }, alarms.length ? `${alarms.join(', ')} alarm in effect` : 'none')],
           ['Uptime', fmtDuration(n.uptime || 0)],
-          ['Memory used', size(n.mem_used)],
-          ['Disk free', size(n.disk_free)],
-          ['File descriptors', typeof n.fd_used === 'number' ? `${fmtNum(n.fd_used)} / ${fmtNum(n.fd_total)}` : 'n/a'],
+          ['Memory used', of(n.mem_used, size, n.mem_limit, 'alarm above')],
+          ['Disk free', of(n.disk_free, size, n.disk_free_limit, 'alarm below')],
+          ['File descriptors', of(n.fd_used, fmtNum, n.fd_total, 'of')],
+          ['Sockets', of(n.sockets_used, fmtNum, n.sockets_total, 'of')],
           ['Processors', String(n.processors)],
           ['OS pid', n.os_pid],
         ]);

@@ -143,6 +143,8 @@ test('log in, create a vhost and a user with permissions, declare a queue and a 
   await page.waitForSelector('.totals .card');
   await page.waitForSelector('#alarms');
   assert.equal(await page.textContent('#alarms'), 'none');
+  assert.match(await page.textContent('main'), /Memory used[\d.]+ MiB \(alarm above [\d.]+ [MG]iB\)/);
+  assert.match(await page.textContent('main'), /File descriptors\d+ \(of [\d,]+\)/);
   await shot(page, '01-overview');
 
   // Admin: a vhost, a user, permissions.
