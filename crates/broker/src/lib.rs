@@ -1731,7 +1731,7 @@ impl Broker {
             let mut ttl = message_ttl;
             if let Some(f) = q.features.as_deref() {
                 if f.overflow != Overflow::DropHead
-                    && f.over_limit(q.ready.len() + 1, q.ready.bytes() + message.body.len())
+                    && f.over_limit(q.ready_len() + 1, q.ready_bytes() + message.body.len())
                 {
                     // RabbitMQ compat: only this queue refuses; the others take the message.
                     refused = true;
@@ -1982,13 +1982,14 @@ impl Broker {
         }
         if let Some(seq) = fresh {
             // Not taken at once: a TTL-0 message expires.
-            if let Some(m) = q.ready.take(seq) {
+            if let Some(m) = q.take(seq) {
                 Self::dead_letter(q, m, Reason::Expired, &mut *self.journal, &mut self.dead_letters);
             }
         }
         let drop_head = q.features.as_deref().filter(|f| f.overflow == Overflow::DropHead).map(|f| f.limits());
         if let Some(limits) = drop_head {
-            while limits.exceeded(q.ready.len(), q.ready.bytes()) {
+            while limits.exceeded(q.ready_len(), q.ready_bytes()) {
+                Self::page_in(q, &*self.journal, self.config.queue_memory_bytes_max, &mut self.page_in_failures);
                 let Some(m) = q.pop() else { break };
                 Self::dead_letter(q, m, Reason::Maxlen, &mut *self.journal, &mut self.dead_letters);
             }

@@ -298,6 +298,9 @@ pub struct Paged {
     front_seq: u64,
     held: HashMap<u64, QueuedMessage>,
     dead: usize,
+    /// Body bytes of the live paged messages (for `x-max-length-bytes`); a message whose record
+    /// cannot be read back leaves its bytes counted until the paged part empties.
+    bytes: usize,
 }
 
 impl Paged {
@@ -401,7 +404,12 @@ impl Paged {
         slot.loc = DEAD;
         self.dead += 1;
         self.trim();
-        self.held.remove(&seq)
+        let m = self.held.remove(&seq);
+        self.bytes = self.bytes.saturating_sub(m.as_ref().map_or(0, |m| m.message.body.len()));
+        if self.slots == 0 {
+            self.bytes = 0;
+        }
+        m
     }
 
     fn invariants(&self) {
@@ -547,6 +555,7 @@ impl Queue {
         } else {
             // Behind paged messages: stays in memory, in its place among them.
             self.paged.push_back(seq, PagedRef { id: 0, loc: HELD });
+            self.paged.bytes += m.message.body.len();
             self.paged.held.insert(seq, m);
         }
         seq
@@ -554,10 +563,10 @@ impl Queue {
 
     /// Pages out the message just pushed with sequence number `seq`, whose journal record is at
     /// `location`, if the in-memory ready messages exceed `budget` bytes or messages are paged
-    /// already. Only plain queues page (no TTL, dead-lettering or length limits) and only
-    /// messages without a deadline. Returns true when it was paged out.
+    /// already. Priority queues do not page, nor do messages with a deadline (they stay in
+    /// memory in their place). Returns true when it was paged out.
     pub fn page_out(&mut self, seq: u64, location: u64, budget: usize) -> bool {
-        if self.features.is_some() || self.max_priority != 0 || location >= DEAD {
+        if self.max_priority != 0 || location >= DEAD {
             return false;
         }
         if !self.paged.is_empty() {
@@ -584,6 +593,7 @@ impl Queue {
         }
         let Some(m) = self.ready.pop_back() else { return false };
         let id = m.msg_id | if m.redelivered { REDELIVERED } else { 0 };
+        self.paged.bytes += m.message.body.len();
         self.paged.push_back(seq, PagedRef { id, loc: location });
         true
     }
@@ -592,7 +602,7 @@ impl Queue {
     /// should get one so it can be paged out (see `Journal::page`): the queue pages (plain, and
     /// past its budget or already paging) and the message has no deadline.
     pub fn wants_page(&self, seq: u64, budget: usize) -> bool {
-        if self.features.is_some() || self.max_priority != 0 {
+        if self.max_priority != 0 {
             return false;
         }
         if self.paged.is_empty() {
@@ -643,12 +653,16 @@ impl Queue {
                         }
                     },
                 };
+                self.paged.bytes = self.paged.bytes.saturating_sub(m.message.body.len());
                 self.ready.push_back(m);
                 if self.ready.bytes() >= budget / 2 {
                     break;
                 }
             }
             self.paged.trim();
+            if self.paged.is_empty() {
+                self.paged.bytes = 0;
+            }
         }
         lost
     }
@@ -710,6 +724,16 @@ impl Queue {
         out
     }
 
+    /// Removes the ready message with sequence number `seq`, in memory or held among the paged
+    /// ones (a TTL-0 message nobody took at once).
+    pub fn take(&mut self, seq: u64) -> Option<QueuedMessage> {
+        if let Some(m) = self.ready.take(seq) {
+            return Some(m);
+        }
+        let deadline = self.paged.held.get(&seq)?.expires_at_ms;
+        self.paged.take_held(seq, deadline)
+    }
+
     /// Removes every ready message; returns their journal ids (0 for transient ones) so their
     /// journal entries can be removed.
     pub fn purge(&mut self) -> Vec<crate::MessageId> {
@@ -729,6 +753,11 @@ impl Queue {
     /// exclusive queue dies with its connection, so never outlives a restart).
     pub fn is_journaled(&self) -> bool {
         self.durable && self.exclusive_owner.is_none()
+    }
+
+    /// Body bytes of the ready messages, in memory and paged (what `x-max-length-bytes` limits).
+    pub fn ready_bytes(&self) -> usize {
+        self.ready.bytes() + self.paged.bytes
     }
 
     /// Ready messages, in memory and paged.
