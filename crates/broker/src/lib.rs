@@ -140,8 +140,7 @@ pub struct BrokerConfig {
     /// (only a 16-byte reference to their record in the message log stays in memory) and read
     /// back as consumers drain the queue. Persistent messages in durable queues use their
     /// journal record; others get a transient record that recovery ignores. Messages with a
-    /// deadline, priority queues and queues with TTL, dead-lettering or length-limit arguments
-    /// are not paged.
+    /// deadline and priority queues are not paged.
     pub queue_memory_bytes_max: usize,
     /// Default consumer acknowledgement timeout in milliseconds (RabbitMQ's `consumer_timeout`,
     /// 30 minutes); 0 turns it off. Queues and consumers may set their own (`ack_timeout.rs`).
