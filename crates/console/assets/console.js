@@ -804,6 +804,7 @@
     if (!ctx.alive()) return;
     main.append(section('Details', facts([
       ['Type', x.type], ['Features', features(x)], ['Policy', x.policy || ''],
+      ['Rates', `in ${fmtRate(rateOf(x, 'publish_in') || 0)} · out ${fmtRate(rateOf(x, 'publish_out') || 0)}`],
       ['Arguments', Object.keys(x.arguments || {}).length ? json(x.arguments) : 'none'],
     ])));
 
