@@ -171,6 +171,22 @@ def test_permission_changes_apply_at_once(broker, api, uniq):
     conn.close()
 
 
+def test_write_permission_change_stops_a_publish_stream(broker, api, uniq):
+    """Publishes to one exchange are checked once and cached per connection; a permission
+    change must still stop the very next publish."""
+    api.make_user(uniq)
+    conn = login(broker, uniq, "pw")
+    ch = conn.channel()
+    ch.confirm_delivery()
+    ch.queue_declare(uniq)
+    for _ in range(3):
+        ch.basic_publish("", uniq, b"ok")
+    api.ok("PUT", "/permissions/%2F/" + q(uniq), {"configure": ".*", "write": "^$", "read": ".*"})
+    code, text = closed_by_broker(lambda: ch.basic_publish("", uniq, b"refused"))
+    assert code == 403 and "exchange 'amq.default'" in text, text
+    conn.close()
+
+
 def test_reserved_amq_names_are_refused(broker, connection, uniq):
     ch = connection.channel()
     code, text = closed_by_broker(lambda: ch.exchange_declare("amq." + uniq, "direct"))

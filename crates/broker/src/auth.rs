@@ -178,6 +178,9 @@ pub struct Auth {
     pub connection_meta: HashMap<ConnectionId, Arc<ConnectionMeta>>,
     /// Counts the internal connections of API sessions (see `admin.rs`).
     pub next_internal_connection: u64,
+    /// Bumped by every change to users and permissions: invalidates the per-connection cache of
+    /// the last exchange a publish was allowed to (`ConnectionState::publish_ok`).
+    pub generation: u64,
     /// Vhosts' metadata, by vhost name (absent: empty description, no tags, classic).
     pub vhost_metadata: BTreeMap<String, VhostMetadata>,
 }
@@ -254,6 +257,7 @@ impl Auth {
     /// Applies a journaled (or just journaled) user or permission definition. Returns false for
     /// definitions of other kinds.
     pub fn apply(&mut self, d: &Definition) -> bool {
+        self.generation += 1;
         match d {
             Definition::User { name, password_hash, tags } => {
                 self.initialized = true;
@@ -527,11 +531,19 @@ impl Broker {
             // A trusted internal session (the local control client, see `admin.rs`).
             return Ok(());
         }
+        // The hot path: the same exchange as the last publish, nothing changed since.
+        if let Some((generation, exchange)) = &*state.publish_ok.borrow() {
+            if *generation == self.auth.generation && *exchange == message.exchange {
+                return Ok(());
+            }
+        }
         let (user, vhost) = (state.user.as_str(), state.vhost.as_str());
         self.auth.check(user, vhost, "exchange", &message.exchange, Access::Write)?;
         if self.auth.topic_permissions.contains_key(vhost) && self.exchange_is_topic(vhost, &message.exchange) {
-            self.auth.check_topic(user, vhost, &message.exchange, &message.routing_key, Access::Write)?;
+            // Depends on the routing key: not cached.
+            return self.auth.check_topic(user, vhost, &message.exchange, &message.routing_key, Access::Write);
         }
+        *state.publish_ok.borrow_mut() = Some((self.auth.generation, message.exchange.clone()));
         Ok(())
     }
 

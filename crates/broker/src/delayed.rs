@@ -121,6 +121,11 @@ impl Delayed {
         self.heap.peek().map(|Reverse(p)| p.due_ms)
     }
 
+    /// True when no delayed-message exchange exists (publishes need not look).
+    pub fn is_registered_empty(&self) -> bool {
+        self.stores.is_empty()
+    }
+
     pub(crate) fn register(&mut self, vhost: &str, exchange: &str) {
         self.stores.insert(store_id(vhost, exchange), (vhost.to_owned(), exchange.to_owned()));
     }

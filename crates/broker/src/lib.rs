@@ -241,13 +241,14 @@ impl Vhost {
         let mut pending: Vec<&str> = Vec::new();
         let mut visited: Vec<&str> = Vec::new();
         let mut current = exchange;
-        let first = self.exchanges.get(exchange);
-        if let Some(x) = first {
-            x.published_in.set(x.published_in.get() + 1);
-        }
+        let mut first: Option<&Exchange> = None;
         let before = out.len();
         loop {
             if let Some(x) = self.exchanges.get(current) {
+                if first.is_none() {
+                    x.published_in.set(x.published_in.get() + 1);
+                    first = Some(x);
+                }
                 let h = if x.routing == ExchangeKind::Headers {
                     headers.get_or_insert_with(|| message.headers()).as_ref()
                 } else {
@@ -294,6 +295,9 @@ pub struct ConnectionState {
     pub user: String,
     pub exclusive_queues: Vec<QueueId>,
     pub credit: Arc<WriteCredit>,
+    /// The (auth generation, exchange) of the last publish the permission check allowed (see
+    /// `auth.rs`), so a stream of publishes to one exchange is checked once.
+    pub publish_ok: std::cell::RefCell<Option<(u64, String)>>,
 }
 
 /// The whole broker state of one node.
@@ -587,7 +591,13 @@ impl Broker {
         self.churn.connections_opened += 1;
         self.connections.insert(
             conn,
-            ConnectionState { vhost: vhost.to_owned(), user: user.to_owned(), exclusive_queues: Vec::new(), credit },
+            ConnectionState {
+                vhost: vhost.to_owned(),
+                user: user.to_owned(),
+                exclusive_queues: Vec::new(),
+                credit,
+                publish_ok: Default::default(),
+            },
         );
         Ok(())
     }
@@ -1632,7 +1642,8 @@ impl Broker {
         let vhost_name = self.vhost_of(conn)?;
         let vhost = self.vhosts.get(vhost_name).ok_or_else(|| AmqpError::channel_error("vhost gone"))?;
         let message = Arc::new(message);
-        let delayed = match vhost.exchanges.get(&message.exchange) {
+        let maybe_delayed = !self.delayed.is_registered_empty() && !message.exchange.is_empty();
+        let delayed = match maybe_delayed.then(|| vhost.exchanges.get(&message.exchange)).flatten() {
             Some(x) if x.kind == ExchangeKind::DelayedMessage => {
                 delayed::delay_of(&message).map(|d| (d, x.durable, vhost_name.to_owned()))
             }
