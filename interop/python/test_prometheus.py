@@ -117,6 +117,8 @@ def test_message_rates_in_the_api(broker_factory, uniq):
     assert node["disk_free"] > node["disk_free_limit"] == 50_000_000
     assert 0 < node["fd_used"] < node["fd_total"]
     assert node["sockets_used"] == 1
+    [c] = api.ok("GET", "/connections")
+    assert c["recv_oct"] > 50 * 1 and c["recv_cnt"] > 0 and c["send_oct"] > 0 and c["send_cnt"] > 0
     conn.close()
 
 

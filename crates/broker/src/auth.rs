@@ -161,6 +161,29 @@ pub struct ConnectionMeta {
     pub channel_max: u16,
     pub heartbeat_secs: u16,
     pub auth_mechanism: String,
+    /// Bytes and reads/writes on the socket, counted by the connection's tasks without the
+    /// broker lock (RabbitMQ's `recv_oct`, `recv_cnt`, `send_oct`, `send_cnt`).
+    pub io: Arc<IoCounters>,
+}
+
+/// Socket traffic of one connection.
+#[derive(Debug, Default)]
+pub struct IoCounters {
+    pub recv_oct: std::sync::atomic::AtomicU64,
+    pub recv_cnt: std::sync::atomic::AtomicU64,
+    pub send_oct: std::sync::atomic::AtomicU64,
+    pub send_cnt: std::sync::atomic::AtomicU64,
+}
+
+impl IoCounters {
+    pub fn received(&self, bytes: usize) {
+        self.recv_oct.fetch_add(bytes as u64, std::sync::atomic::Ordering::Relaxed);
+        self.recv_cnt.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+    pub fn sent(&self, bytes: usize) {
+        self.send_oct.fetch_add(bytes as u64, std::sync::atomic::Ordering::Relaxed);
+        self.send_cnt.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// The user database and its permissions.

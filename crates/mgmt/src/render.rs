@@ -254,6 +254,10 @@ pub fn connections(b: &Broker, node: &str, who: &Identity) -> Vec<Value> {
                 "connected_at": meta.connected_at_ms,
                 "client_properties": field_table(&meta.client_properties),
                 "user_provided_name": user_provided,
+                "recv_oct": meta.io.recv_oct.load(std::sync::atomic::Ordering::Relaxed),
+                "recv_cnt": meta.io.recv_cnt.load(std::sync::atomic::Ordering::Relaxed),
+                "send_oct": meta.io.send_oct.load(std::sync::atomic::Ordering::Relaxed),
+                "send_cnt": meta.io.send_cnt.load(std::sync::atomic::Ordering::Relaxed),
             }),
         ));
     }

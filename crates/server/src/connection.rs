@@ -109,6 +109,7 @@ struct Reader {
     rd: OwnedReadHalf,
     buf: BytesMut,
     decoder: FrameDecoder,
+    io: Arc<broker::auth::IoCounters>,
 }
 
 impl Reader {
@@ -118,7 +119,10 @@ impl Reader {
         }
         match self.rd.read_buf(&mut self.buf).await {
             Ok(0) => Err("peer closed the socket".into()),
-            Ok(_) => Ok(()),
+            Ok(n) => {
+                self.io.received(n);
+                Ok(())
+            }
             Err(e) => Err(e.to_string()),
         }
     }
@@ -338,6 +342,7 @@ async fn handshake(
                 channel_max,
                 heartbeat_secs: tune_ok.heartbeat,
                 auth_mechanism: start_ok.mechanism.clone(),
+                io: reader.io.clone(),
             },
         );
     }
@@ -371,6 +376,7 @@ async fn run(shared: &Arc<Shared>, id: ConnectionId, stream: TcpStream, peer: So
         rd,
         buf: BytesMut::with_capacity(READ_BUFFER_BYTES),
         decoder: FrameDecoder::new(shared.config.frame_max),
+        io: Default::default(),
     };
     let timeout = Duration::from_secs(shared.config.handshake_timeout_secs);
     let negotiated = match tokio::time::timeout(timeout, handshake(shared, id, &mut reader, &mut wr, peer)).await {
@@ -397,6 +403,7 @@ async fn run(shared: &Arc<Shared>, id: ConnectionId, stream: TcpStream, peer: So
             outbox: outbox.clone(),
             closing: closing.clone(),
             close_sent: close_sent.clone(),
+            io: reader.io.clone(),
         },
         wr,
         negotiated.frame_max,
@@ -922,6 +929,7 @@ struct Writer {
     outbox: Arc<Outbox>,
     closing: Arc<AtomicBool>,
     close_sent: Arc<AtomicBool>,
+    io: Arc<broker::auth::IoCounters>,
 }
 
 /// Encodes outbox batches into one buffer per batch and writes them; sends heartbeats when idle.
@@ -960,6 +968,7 @@ async fn writer_loop(w: Writer, mut wr: OwnedWriteHalf, frame_max: u32, heartbea
             tracing::debug!("write failed: {e}");
             break;
         }
+        w.io.sent(buf.len());
         buf.clear();
         if buf.capacity() > 4 * 1024 * 1024 {
             buf = BytesMut::with_capacity(64 * 1024);
