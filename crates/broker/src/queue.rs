@@ -775,7 +775,13 @@ impl Queue {
 
     /// Adds a consumer after every consumer of the same or a higher priority, so `consumers` is
     /// ordered by priority (highest first), then by arrival.
+    /// A single active consumer queue keeps arrival order only: a newcomer never takes over
+    /// while the active consumer still has messages.
     pub fn add_consumer(&mut self, c: Consumer) {
+        if self.single_active() {
+            self.consumers.push(c);
+            return;
+        }
         let pos = self.consumers.partition_point(|x| x.priority >= c.priority);
         if pos <= self.next_consumer && pos < self.consumers.len() {
             self.next_consumer += 1;
