@@ -148,6 +148,9 @@ async fn write_frames(wr: &mut OwnedWriteHalf, methods: &[(u16, Method)]) -> Res
     wr.write_all(&buf).await.map_err(|e| End::Io(e.to_string()))
 }
 
+/// The RabbitMQ version Warren reports to clients (and in the HTTP API).
+pub const RABBITMQ_COMPAT_VERSION: &str = "4.0.0";
+
 fn server_properties() -> FieldTable {
     let mut caps = FieldTable::new();
     for c in [
@@ -167,10 +170,21 @@ fn server_properties() -> FieldTable {
     p.insert("capabilities", FieldValue::Table(caps));
     p.insert("cluster_name", "warren@localhost".into());
     p.insert("copyright", "Copyright (c) the Warren authors".into());
-    p.insert("information", "Licensed under the Apache License 2.0".into());
+    p.insert(
+        "information",
+        concat!(
+            "Warren ",
+            env!("CARGO_PKG_VERSION"),
+            ", a RabbitMQ-compatible broker. Licensed under the Apache License 2.0"
+        )
+        .into(),
+    );
     p.insert("platform", "Rust".into());
-    p.insert("product", "Warren".into());
-    p.insert("version", env!("CARGO_PKG_VERSION").into());
+    // RabbitMQ compat: clients and their test suites check `product` (amqplib's expects
+    // "RabbitMQ") and some pick features by `version`; Warren speaks RabbitMQ 4.0's dialect.
+    p.insert("product", "RabbitMQ".into());
+    p.insert("version", RABBITMQ_COMPAT_VERSION.into());
+    p.insert("warren_version", env!("CARGO_PKG_VERSION").into());
     p
 }
 
@@ -426,8 +440,25 @@ async fn run(shared: &Arc<Shared>, id: ConnectionId, stream: TcpStream, peer: So
     closing.store(true, Ordering::Release);
     outbox.wake();
     let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
+    if result.is_ok() {
+        // Spec: after close/close-ok the client closes the socket. Read (and drop) what it still
+        // sends until it does: closing with unread data would reset the connection under a
+        // client that is still flushing frames it queued before its connection.close.
+        let drain = async {
+            let mut sink = [0u8; 8192];
+            while let Ok(n) = reader.rd.read(&mut sink).await {
+                if n == 0 {
+                    break;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(CLOSE_DRAIN_MAX, drain).await;
+    }
     result
 }
+
+/// How long, after connection.close-ok, the server waits for the client to close the socket.
+const CLOSE_DRAIN_MAX: Duration = Duration::from_secs(3);
 
 /// Protocol state of one channel, as the reader sees it.
 // The pending publish lives inline: one per channel, and boxing it would cost an allocation per

@@ -370,7 +370,8 @@ fn render_node(out: &mut Out, shared: &Shared, snap: &Snapshot) {
     out.sample(
         "rabbitmq_build_info",
         &format!(
-            "rabbitmq_version=\"3.13.0\",product_name=\"Warren\",product_version=\"{}\"",
+            "rabbitmq_version=\"{}\",product_name=\"Warren\",product_version=\"{}\"",
+            crate::connection::RABBITMQ_COMPAT_VERSION,
             env!("CARGO_PKG_VERSION")
         ),
         1,

@@ -60,3 +60,18 @@ test('passive declare of a missing queue closes the channel with 404', async () 
   assert.match(err.message, /NOT_FOUND - no queue 'no-such-queue' in vhost '\/'/);
   await conn.close();
 });
+
+test('closing right after filling the write buffer: close-ok, no reset', async () => {
+  // amqplib multiplexes channels, so its connection.close can overtake publishes still queued on
+  // channel 1; the server must keep reading until the client closes the socket.
+  const conn = await amqp.connect(`amqp://127.0.0.1:${broker.port}`);
+  const errors = [];
+  conn.on('error', (e) => errors.push(e));
+  const ch = await conn.createChannel();
+  const { queue } = await ch.assertQueue('', { exclusive: true });
+  let n = 0;
+  while (ch.sendToQueue(queue, Buffer.from('x'.repeat(20)))) n++;
+  assert.ok(n > 100);
+  await conn.close();
+  assert.deepStrictEqual(errors, []);
+});
