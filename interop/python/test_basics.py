@@ -878,3 +878,17 @@ def test_sigterm_closes_clients_and_exits_cleanly(broker_factory):
     assert rc == 0
     with pytest.raises(pe.AMQPConnectionError):
         wait_for(5, lambda: False, pump=conn)
+
+
+def test_unbind_of_missing_queue_or_exchange_succeeds(connect, uniq):
+    """RabbitMQ compat (since 3.2): queue.unbind and exchange.unbind never fail with not-found,
+    like queue.delete and exchange.delete (client suites clean up in any order)."""
+    ch = connect().channel()
+    ch.exchange_declare("x-" + uniq, "direct", auto_delete=True)
+    ch.queue_declare(uniq, auto_delete=True)
+    ch.queue_bind(uniq, "x-" + uniq, "k")
+    ch.queue_delete(uniq)            # the exchange loses its last binding and is auto-deleted too
+    ch.queue_unbind(uniq, "x-" + uniq, "k")
+    ch.exchange_unbind("nowhere-" + uniq, "neither-" + uniq, "k")
+    ch.queue_declare(uniq + "-alive")
+    assert ch.is_open

@@ -723,7 +723,11 @@ impl Broker {
                 Ok(())
             }
             Method::ExchangeUnbind(m) => {
-                self.exchange_bind(conn, &m.source, &m.destination, &m.routing_key, m.arguments, false)?;
+                // RabbitMQ compat (since 3.2): unbinding from or to a missing exchange succeeds.
+                match self.exchange_bind(conn, &m.source, &m.destination, &m.routing_key, m.arguments, false) {
+                    Err(e) if e.code == amqp_codec::reply::NOT_FOUND => {}
+                    r => r?,
+                }
                 if !m.nowait {
                     fx.reply(conn, ch, ExchangeUnbindOk);
                 }
@@ -738,7 +742,11 @@ impl Broker {
                 Ok(())
             }
             Method::QueueUnbind(m) => {
-                self.queue_bind(conn, &m.queue, &m.exchange, &m.routing_key, m.arguments, false)?;
+                // RabbitMQ compat (since 3.2): unbinding a missing queue or exchange succeeds.
+                match self.queue_bind(conn, &m.queue, &m.exchange, &m.routing_key, m.arguments, false) {
+                    Err(e) if e.code == amqp_codec::reply::NOT_FOUND => {}
+                    r => r?,
+                }
                 fx.reply(conn, ch, QueueUnbindOk);
                 Ok(())
             }

@@ -44,7 +44,7 @@ pub struct Config {
     pub heartbeat_secs: u16,
 
     /// Largest message body in bytes; larger publishes are refused with 406 (max 512 MiB).
-    #[arg(long, default_value_t = 16 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(1..=536_870_912))]
+    #[arg(long, default_value_t = 128 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(1..=536_870_912))]
     pub max_message_size: u64,
 
     /// Seconds a client has to complete the AMQP handshake.
