@@ -187,7 +187,7 @@ impl Broker {
         if !self.delayed.stores.contains_key(&store) {
             return false;
         }
-        let due = arrival_ms.unwrap_or(0).saturating_add(delay_of(message).unwrap_or(0));
+        let due = arrival_ms.unwrap_or(0).saturating_add(delay_of(message).unwrap_or(0)).saturating_add(1);
         self.push_delayed(store, msg_id, message.clone(), location, due);
         true
     }

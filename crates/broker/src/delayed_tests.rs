@@ -62,11 +62,12 @@ fn holds_until_due_then_routes_by_delayed_type() {
     assert_eq!(count(&b, "q"), 2, "no delay, or a negative one, routes at once");
     assert_eq!(b.delayed().len(), 2);
     let mut fx = Effects::default();
+    // Due a millisecond after the delay: the broker's clock rounds down, so never early.
     let next = b.tick(T0 + 5, &mut fx);
-    assert_eq!(next, Some(T0 + 10));
-    b.tick(T0 + 999, &mut fx);
+    assert_eq!(next, Some(T0 + 11));
+    b.tick(T0 + 1000, &mut fx);
     assert_eq!(count(&b, "q"), 2);
-    let next = b.tick(T0 + 1000, &mut fx);
+    let next = b.tick(T0 + 1001, &mut fx);
     assert_eq!(count(&b, "q"), 3);
     assert!(b.delayed().is_empty());
     assert_eq!(next, None);
@@ -109,7 +110,7 @@ fn durable_delayed_messages_come_back_with_their_due_time() {
     // "soon" is released and routed before the crash; its held original is removed once the
     // routed copy is synced.
     let mut fx = Effects::default();
-    b.tick(T0 + 1000, &mut fx);
+    b.tick(T0 + 1001, &mut fx);
     assert_eq!(count(&b, "q"), 1);
     b.journal_synced(u64::MAX, &mut fx);
 
@@ -124,8 +125,8 @@ fn durable_delayed_messages_come_back_with_their_due_time() {
     }
     assert_eq!(count(&restored, "q"), 1, "the routed copy is back in its queue");
     assert_eq!(restored.delayed().len(), 1, "only the late one is still held");
-    assert_eq!(restored.delayed().next_due_ms(), Some(T0 + 60_000));
+    assert_eq!(restored.delayed().next_due_ms(), Some(T0 + 60_001));
     let mut fx = Effects::default();
-    restored.tick(T0 + 60_000, &mut fx);
+    restored.tick(T0 + 60_001, &mut fx);
     assert_eq!(count(&restored, "q"), 2);
 }

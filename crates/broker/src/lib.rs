@@ -1688,7 +1688,10 @@ impl Broker {
             // Held until due; a mandatory message no queue would take now was returned above.
             Some((delay, durable, vhost)) if !(routed.is_empty() && mandatory) => {
                 routed.clear();
-                (self.hold_delayed(&vhost, durable, message, self.now_ms.saturating_add(delay)), false)
+                // The broker's clock counts whole milliseconds (rounded down): one more never
+                // releases a message before its full delay.
+                let due = self.now_ms.saturating_add(delay).saturating_add(1);
+                (self.hold_delayed(&vhost, durable, message, due), false)
             }
             Some(_) => (0, false),
             None => self.enqueue(&mut routed, message, fx),
