@@ -40,9 +40,11 @@ def test_delayed_message_arrives_after_its_delay(connect, uniq):
     pub.basic_publish(uniq, "a.b", b"now", props(None))
     pub.basic_publish(uniq, "x.y", b"unbound", props(100))
     wait_for(5, lambda: len(arrivals) == 3, pump=conn)
-    assert arrivals["now".encode()] < 0.15
-    assert 0.19 <= arrivals[b"d200"] < 0.4, arrivals
-    assert 0.59 <= arrivals[b"d600"] < 0.8, arrivals
+    # Never early; late by at most what a loaded CI machine adds (the benchmarks measure lateness).
+    assert arrivals["now".encode()] < 0.5
+    assert 0.2 <= arrivals[b"d200"] < 0.7, arrivals
+    assert 0.6 <= arrivals[b"d600"] < 1.1, arrivals
+    assert arrivals[b"d200"] < arrivals[b"d600"]
     conn.process_data_events(time_limit=0.2)
     assert b"unbound" not in arrivals
 
@@ -85,7 +87,7 @@ def test_delayed_messages_survive_kill_9(broker_factory, uniq):
     assert msg_count(conn, uniq) == 1
     wait_for(10, lambda: msg_count(conn, uniq) == 2)
     elapsed = time.monotonic() - published
-    assert 2.4 <= elapsed < 3.5, elapsed
+    assert 2.5 <= elapsed < 5.0, elapsed
     bodies = []
     while True:
         m, _, body = ch.basic_get(uniq, auto_ack=True)
@@ -106,4 +108,4 @@ def test_ttl_and_dead_letter_delay_pattern(connect, uniq):
     start = time.monotonic()
     ch.basic_publish("", "wait-" + uniq, b"job")
     wait_for(5, lambda: msg_count(conn, "work-" + uniq) == 1)
-    assert 0.29 <= time.monotonic() - start < 1.0
+    assert 0.3 <= time.monotonic() - start < 2.0
