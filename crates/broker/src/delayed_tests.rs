@@ -114,15 +114,7 @@ fn durable_delayed_messages_come_back_with_their_due_time() {
     assert_eq!(count(&b, "q"), 1);
     b.journal_synced(u64::MAX, &mut fx);
 
-    let mut restored = Broker::default();
-    let log = journal.0.lock().expect("lock");
-    for d in log.defs.clone() {
-        restored.restore_definition(d);
-    }
-    for rec in log.messages.clone() {
-        let id = rec.msg_id;
-        restored.restore_message(rec, |q| log.removed.contains(&(q, id)), |q| log.delivered.contains(&(q, id)));
-    }
+    let mut restored = super::tests::replay(&journal);
     assert_eq!(count(&restored, "q"), 1, "the routed copy is back in its queue");
     assert_eq!(restored.delayed().len(), 1, "only the late one is still held");
     assert_eq!(restored.delayed().next_due_ms(), Some(T0 + 60_001));

@@ -208,6 +208,20 @@ impl Journal for MemJournal {
     }
 }
 
+/// Replays everything `journal` recorded into a fresh broker, as recovery does.
+pub(super) fn replay(journal: &MemJournal) -> Broker {
+    let mut restored = Broker::default();
+    let log = journal.0.lock().expect("lock");
+    for d in log.defs.clone() {
+        restored.restore_definition(d);
+    }
+    for rec in log.messages.clone() {
+        let id = rec.msg_id;
+        restored.restore_message(rec, |q| log.removed.contains(&(q, id)), |q| log.delivered.contains(&(q, id)));
+    }
+    restored
+}
+
 fn persistent(body: &'static str) -> Message {
     let props = BasicProperties { delivery_mode: Some(2), ..Default::default() };
     Message::with_properties("", "dq", &props, Bytes::from_static(body.as_bytes()))
@@ -252,15 +266,7 @@ fn journal_replay_restores_durable_state() {
     b.handle(1, 1, BasicAck { delivery_tag: 1, multiple: false }.into(), T0, &mut fx).expect("ack a");
     b.handle(1, 1, BasicGet { queue: "dq".into(), ..Default::default() }.into(), T0, &mut fx).expect("get b");
 
-    let mut restored = Broker::default();
-    let log = journal.0.lock().expect("lock");
-    for d in log.defs.clone() {
-        restored.restore_definition(d);
-    }
-    for rec in log.messages.clone() {
-        let id = rec.msg_id;
-        restored.restore_message(rec, |q| log.removed.contains(&(q, id)), |q| log.delivered.contains(&(q, id)));
-    }
+    let restored = replay(&journal);
     let q = restored.queue("/", "dq").expect("durable queue restored");
     let got: Vec<_> = q.ready.iter().map(|m| (m.message.body.clone(), m.redelivered)).collect();
     assert_eq!(got, vec![(Bytes::from("b"), true), (Bytes::from("c"), false)]);
