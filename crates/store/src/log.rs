@@ -120,7 +120,64 @@ pub struct Log {
     /// A segment file was created or removed since the last directory sync.
     dir_unsynced: bool,
     poisoned: bool,
-    readers: Mutex<HashMap<u64, Box<dyn DiskFile>>>,
+    readers: Mutex<Readers>,
+}
+
+/// Read handles by segment, and the last block read ahead: records are mostly read back in the
+/// order they were written (paged messages, delayed messages coming due), so one `pread` of
+/// `READ_AHEAD_BYTES` serves the next records too instead of two reads each.
+#[derive(Default)]
+struct Readers {
+    files: HashMap<u64, Box<dyn DiskFile>>,
+    /// Segment, offset of `ahead[0]`, and bytes already on disk from there (immutable: only the
+    /// written part of a segment is ever read, and segments are append-only).
+    ahead_at: (u64, u64),
+    ahead: Vec<u8>,
+}
+
+impl std::fmt::Debug for Readers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Readers")
+            .field("segments", &self.files.keys().collect::<Vec<_>>())
+            .field("ahead_at", &self.ahead_at)
+            .field("ahead_len", &self.ahead.len())
+            .finish()
+    }
+}
+
+/// How much a read of a record brings in beyond it.
+const READ_AHEAD_BYTES: u64 = 64 * 1024;
+
+impl Readers {
+    /// The bytes `offset..offset + len` of the segment, from the read-ahead block when it has
+    /// them, else by reading a new block (at least `len`, at most to `segment_len`).
+    fn bytes(&mut self, segment: u64, offset: u64, len: u64, segment_len: u64) -> std::io::Result<&[u8]> {
+        let (seg, start) = self.ahead_at;
+        let cached = seg == segment && offset >= start && offset + len <= start + self.ahead.len() as u64;
+        if !cached {
+            let want = len.max(READ_AHEAD_BYTES.min(segment_len.saturating_sub(offset)));
+            let file = self.files.get(&segment).expect("opened by the caller");
+            self.ahead.clear();
+            self.ahead.resize(usize::try_from(want).unwrap_or(usize::MAX), 0);
+            if let Err(e) = file.read_at(offset, &mut self.ahead) {
+                self.ahead.clear();
+                return Err(e);
+            }
+            self.ahead_at = (segment, offset);
+            if self.ahead.capacity() > 4 * READ_AHEAD_BYTES as usize && len <= READ_AHEAD_BYTES {
+                self.ahead.shrink_to(READ_AHEAD_BYTES as usize);
+            }
+        }
+        let from = (offset - self.ahead_at.1) as usize;
+        Ok(&self.ahead[from..from + len as usize])
+    }
+
+    fn forget(&mut self, segment: u64) {
+        self.files.remove(&segment);
+        if self.ahead_at.0 == segment {
+            self.ahead.clear();
+        }
+    }
 }
 
 /// What recovery hands over to build a [`Log`].
@@ -145,7 +202,7 @@ impl Log {
             unsynced_sealed: Vec::new(),
             dir_unsynced: false,
             poisoned: false,
-            readers: Mutex::new(HashMap::new()),
+            readers: Mutex::new(Readers::default()),
         }
     }
 
@@ -296,27 +353,31 @@ impl Log {
         }
         let path = self.segment_path(id.segment);
         let mut readers = self.readers.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if !readers.contains_key(&id.segment) {
-            if readers.len() >= self.config.read_handles_max {
+        if !readers.files.contains_key(&id.segment) {
+            if readers.files.len() >= self.config.read_handles_max {
                 // Evict the oldest segment's handle: old segments are the ones the caller deletes first.
-                if let Some(&oldest) = readers.keys().min() {
-                    readers.remove(&oldest);
+                if let Some(&oldest) = readers.files.keys().min() {
+                    readers.forget(oldest);
                 }
             }
             let file = self.disk.open(&path).map_err(io_err("open", &path))?;
-            readers.insert(id.segment, file);
+            readers.files.insert(id.segment, file);
         }
-        let file = readers.get(&id.segment).expect("inserted above");
-        let mut header = [0u8; RECORD_HEADER_BYTES as usize];
-        file.read_at(id.offset, &mut header).map_err(io_err("read", &path))?;
+        let header: [u8; RECORD_HEADER_BYTES as usize] = readers
+            .bytes(id.segment, id.offset, RECORD_HEADER_BYTES, segment_len)
+            .map_err(io_err("read", &path))?
+            .try_into()
+            .expect("asked for a header's length");
         let corrupt = |fault| StoreError::Corrupt { path: path.clone(), offset: id.offset, fault };
         let h = format::decode_record_header(id.segment, id.offset, &header).map_err(corrupt)?;
         let payload_offset = id.offset + RECORD_HEADER_BYTES;
         if payload_offset + u64::from(h.len_bytes) > segment_len {
             return Err(corrupt(RecordFault::BeyondEnd { len_bytes: h.len_bytes }));
         }
-        let mut payload = vec![0u8; h.len_bytes as usize];
-        file.read_at(payload_offset, &mut payload).map_err(io_err("read", &path))?;
+        let payload = readers
+            .bytes(id.segment, payload_offset, u64::from(h.len_bytes), segment_len)
+            .map_err(io_err("read", &path))?
+            .to_vec();
         if crc32c::crc32c(&payload) != h.payload_crc {
             return Err(corrupt(RecordFault::PayloadChecksum));
         }
@@ -364,7 +425,7 @@ impl Log {
         self.sealed.remove(&number);
         // Its data need not reach the disk any more.
         self.unsynced_sealed.retain(|(n, _)| *n != number);
-        self.readers.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(&number);
+        self.readers.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).forget(number);
         self.dir_unsynced = true;
         if cfg!(debug_assertions) {
             self.invariants();
