@@ -7,7 +7,8 @@
 //! is journaled as a `Definition` before it applies, so users and permissions survive restarts.
 //! This module does no I/O.
 
-use std::collections::{BTreeMap, HashMap};
+use crate::HashMap;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use amqp_codec::{FieldTable, FieldValue, Method};

@@ -2,7 +2,8 @@
 //! publisher-confirm sequence numbers, and the transaction buffer. Protocol framing state
 //! (content assembly, open/closing) belongs to the server.
 
-use std::collections::{HashMap, VecDeque};
+use crate::HashMap;
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use crate::message::Message;

@@ -9,7 +9,8 @@
 //! until its whole segment is garbage-collected. The plugin only remembers messages still in the
 //! queue; Warren remembers them after they are consumed as well.
 
-use std::collections::{HashMap, VecDeque};
+use crate::HashMap;
+use std::collections::VecDeque;
 
 use amqp_codec::{FieldTable, FieldValue};
 use bytes::Bytes;
@@ -42,7 +43,7 @@ impl DedupWindow {
         Some(Box::new(DedupWindow {
             capacity,
             ttl_ms: int("x-cache-ttl").filter(|&t| t > 0),
-            seen: HashMap::new(),
+            seen: HashMap::default(),
             order: VecDeque::new(),
         }))
     }

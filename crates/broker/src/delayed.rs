@@ -17,8 +17,9 @@
 //! - Timing: held messages sit in one min-heap by due time; the broker's timer fires at the
 //!   earliest, so a message is routed within a few milliseconds of its due time.
 
+use crate::HashMap;
 use std::cmp::{Ordering, Reverse};
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{BinaryHeap, VecDeque};
 use std::sync::Arc;
 
 use amqp_codec::FieldValue;

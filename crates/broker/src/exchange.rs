@@ -2,8 +2,7 @@
 //! destinations its bindings select; following exchange-to-exchange bindings and alternate
 //! exchanges is done by `Vhost::route`.
 
-use std::collections::HashMap;
-
+use crate::HashMap;
 use amqp_codec::FieldTable;
 
 use crate::{headers, topic, QueueId};
@@ -105,7 +104,7 @@ impl Exchange {
             internal,
             arguments,
             bindings: Vec::new(),
-            direct_index: HashMap::new(),
+            direct_index: HashMap::default(),
             policy_alternate: None,
             published_in: Default::default(),
             published_out: Default::default(),

@@ -29,7 +29,11 @@ mod timers;
 pub mod topic;
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
+use std::collections::{BinaryHeap, HashSet, VecDeque};
+
+/// The broker's maps: std's `HashMap` with foldhash (randomly seeded per process) instead of
+/// SipHash, which was the largest item of the publish path after the socket calls.
+pub type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 
@@ -212,7 +216,7 @@ pub struct Vhost {
 
 impl Vhost {
     fn new(name: &str) -> Self {
-        let mut v = Vhost { name: name.to_owned(), exchanges: HashMap::new(), queues: HashMap::new() };
+        let mut v = Vhost { name: name.to_owned(), exchanges: HashMap::default(), queues: HashMap::default() };
         for (n, k) in [
             ("", ExchangeKind::Direct),
             ("amq.direct", ExchangeKind::Direct),
@@ -438,10 +442,10 @@ impl Broker {
     pub fn new(config: BrokerConfig, name_seed: u64) -> Self {
         let mut b = Broker {
             config,
-            vhosts: HashMap::new(),
-            queues: HashMap::new(),
-            connections: HashMap::new(),
-            channels: HashMap::new(),
+            vhosts: HashMap::default(),
+            queues: HashMap::default(),
+            connections: HashMap::default(),
+            channels: HashMap::default(),
             next_queue_id: 1,
             name_counter: 0,
             name_seed,

@@ -9,8 +9,9 @@
 //! them back (`Queue::page_in`) as consumers drain the in-memory head. Every paged entry comes
 //! after every in-memory one in sequence order.
 
+use crate::HashMap;
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{BinaryHeap, VecDeque};
 use std::sync::{Arc, OnceLock};
 
 use amqp_codec::FieldTable;
