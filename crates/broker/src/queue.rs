@@ -107,7 +107,13 @@ pub struct Ready {
     levels: Vec<Level>,
     live: usize,
     bytes: usize,
+    /// The deque of the last level that emptied, kept for the next level to appear: a queue that
+    /// consumers keep empty would otherwise allocate and free a deque for every message.
+    spare: VecDeque<QueuedMessage>,
 }
+
+/// Largest spare deque kept (entries); a bigger one, left by a drained backlog, is freed.
+const SPARE_DEQUE_MAX: usize = 4096;
 
 impl Ready {
     /// Live messages.
@@ -152,7 +158,8 @@ impl Ready {
         let i = match self.find_level(seq) {
             Ok(i) => i,
             Err(i) => {
-                self.levels.insert(i, Level { key: level_of(seq), items: VecDeque::new(), dead: 0 });
+                let items = std::mem::take(&mut self.spare);
+                self.levels.insert(i, Level { key: level_of(seq), items, dead: 0 });
                 i
             }
         };
@@ -170,7 +177,10 @@ impl Ready {
     fn settle_level(&mut self, i: usize) {
         self.levels[i].trim();
         if self.levels[i].items.is_empty() {
-            self.levels.remove(i);
+            let items = self.levels.remove(i).items;
+            if items.capacity() <= SPARE_DEQUE_MAX {
+                self.spare = items;
+            }
         }
     }
 

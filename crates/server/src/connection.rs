@@ -5,7 +5,7 @@
 //! Per read batch the reader takes the broker lock at most once, applies every complete frame,
 //! queues the resulting effects on outboxes and releases the lock before reading again.
 
-use std::collections::HashMap;
+use broker::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -428,7 +428,7 @@ async fn run(shared: &Arc<Shared>, id: ConnectionId, stream: TcpStream, peer: So
         channel_max: negotiated.channel_max,
         max_message_size: shared.config.max_message_size,
         user: negotiated.user,
-        channels: HashMap::new(),
+        channels: HashMap::default(),
         closing_since: None,
         close_sent,
         published: false,

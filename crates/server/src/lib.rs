@@ -9,7 +9,7 @@ pub mod control;
 pub mod outbox;
 pub mod prometheus;
 
-use std::collections::HashMap;
+use broker::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -246,7 +246,7 @@ pub async fn run(
         alarms: alarm_rx,
         broker: Mutex::new(broker),
         config,
-        outboxes: Mutex::new(HashMap::new()),
+        outboxes: Mutex::new(HashMap::default()),
         next_connection_id: AtomicU64::new(0),
         connection_count: AtomicUsize::new(0),
         shutdown: shutdown.clone(),
