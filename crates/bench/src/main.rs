@@ -43,8 +43,10 @@ struct Args {
     #[arg(long)]
     broker_pid: Option<u32>,
 
-    /// Tokio worker threads for the generator. 1 (the default) runs everything on one thread, so
-    /// the generator takes at most one of the machine's cores and leaves the rest to the broker.
+    /// Threads for the generator. 1 (the default) runs everything on one thread, so the generator
+    /// takes at most one of the machine's cores and leaves the rest to the broker. 2 runs the
+    /// producers (and setup) on one thread and the consumers on another, each connection's tasks
+    /// staying on its thread; more than 2 is a tokio multi-thread runtime with that many workers.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
     threads: u16,
 
@@ -104,7 +106,30 @@ fn main() -> Result<()> {
         return Ok(());
     }
     let name = args.scenario.context("--scenario is required unless --markdown-header is given")?;
+    // --threads 2: consumers get their own current-thread runtime on their own thread, so a
+    // connection's reader, dispatcher and consumer tasks never wake each other across threads.
+    let consumer_runtime = if args.threads == 2 {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("building the consumers' runtime")?;
+        let handle = rt.handle().clone();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("consumers".into())
+            .spawn(move || {
+                rt.block_on(async move {
+                    let _ = stopped.await;
+                });
+                rt.shutdown_timeout(Duration::from_secs(1));
+            })
+            .context("starting the consumers' thread")?;
+        Some((handle, stop, thread))
+    } else {
+        None
+    };
     let options = scenario::Options {
+        consumer_runtime: consumer_runtime.as_ref().map(|(handle, _, _)| handle.clone()),
         url: url::AmqpUrl::parse(&args.url)?,
         label: args.label.clone(),
         warmup: Duration::from_secs(args.warmup_secs),
@@ -121,7 +146,7 @@ fn main() -> Result<()> {
 
     // A current-thread runtime for one thread: the multi-thread one would add the main thread to
     // the worker, and the generator would compete with the broker for a second core.
-    let runtime = if args.threads == 1 {
+    let runtime = if args.threads <= 2 {
         tokio::runtime::Builder::new_current_thread().enable_all().build()
     } else {
         tokio::runtime::Builder::new_multi_thread().worker_threads(usize::from(args.threads)).enable_all().build()
@@ -131,6 +156,10 @@ fn main() -> Result<()> {
         .block_on(async move { tokio::spawn(scenario::run(name, options)).await.context("scenario task panicked")? });
     // amqprs leaves reader and writer tasks behind closed connections; do not wait for them.
     runtime.shutdown_timeout(Duration::from_secs(1));
+    if let Some((_, stop, thread)) = consumer_runtime {
+        drop(stop);
+        let _ = thread.join();
+    }
     let outcome = outcome.with_context(|| format!("scenario {} failed", name.as_str()))?;
 
     println!("{}", outcome.human_line());

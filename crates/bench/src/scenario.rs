@@ -97,6 +97,8 @@ impl Name {
 /// What the command line fixes for every scenario.
 #[derive(Debug, Clone)]
 pub struct Options {
+    /// Where consumers' connections and tasks run (`--threads 2`); None: the current runtime.
+    pub consumer_runtime: Option<tokio::runtime::Handle>,
     pub url: AmqpUrl,
     pub label: String,
     pub warmup: Duration,
@@ -386,23 +388,35 @@ impl Run {
         let mut consumer_connections = Vec::new();
         for (i, queue) in queues.iter().enumerate() {
             let name = format!("{run_id}-consumer{i}");
-            let (connection, channel) = client::open(url, &name, None).await?;
-            let ack_every = match plan.acks {
-                Acks::None => None,
-                Acks::Multiple { prefetch_count, every } => {
-                    channel
-                        .basic_qos(BasicQosArguments::new(0, prefetch_count, false))
-                        .await
-                        .with_context(|| format!("{name}: basic.qos"))?;
-                    Some(u64::from(every))
-                }
+            let (url, queue, acks, latency, shared) =
+                (url.clone(), queue.clone(), plan.acks, plan.latency, shared.clone());
+            let setup = async move {
+                let (connection, channel) = client::open(&url, &name, None).await?;
+                let ack_every = match acks {
+                    Acks::None => None,
+                    Acks::Multiple { prefetch_count, every } => {
+                        channel
+                            .basic_qos(BasicQosArguments::new(0, prefetch_count, false))
+                            .await
+                            .with_context(|| format!("{name}: basic.qos"))?;
+                        Some(u64::from(every))
+                    }
+                };
+                let (_consumer_tag, deliveries) = channel
+                    .basic_consume_rx(
+                        BasicConsumeArguments::new(&queue, &name).manual_ack(ack_every.is_some()).finish(),
+                    )
+                    .await
+                    .with_context(|| format!("{name}: basic.consume {queue}"))?;
+                let task = consume(channel, deliveries, ack_every, latency, shared);
+                anyhow::Ok((connection, name, task))
             };
-            let (_consumer_tag, deliveries) = channel
-                .basic_consume_rx(BasicConsumeArguments::new(queue, &name).manual_ack(ack_every.is_some()).finish())
-                .await
-                .with_context(|| format!("{name}: basic.consume {queue}"))?;
-            let task = consume(channel, deliveries, ack_every, plan.latency, shared.clone());
-            consumers.push(spawn_reporting(name, failure_tx.clone(), task));
+            // Opened on the consumers' runtime, so amqprs' tasks for the connection run there.
+            let (connection, name, task) = match &options.consumer_runtime {
+                Some(rt) => rt.spawn(setup).await.context("consumer setup panicked")??,
+                None => setup.await?,
+            };
+            consumers.push(spawn_reporting(name, failure_tx.clone(), task, options.consumer_runtime.as_ref()));
             consumer_connections.push(connection);
         }
 
@@ -418,7 +432,7 @@ impl Run {
                 None => BasicPublishArguments::new("", &queues[i % queues.len()]),
             };
             let task = produce(channel, publish_args, plan.clone(), window.clone(), shared.clone());
-            producers.push(spawn_reporting(name, failure_tx.clone(), task));
+            producers.push(spawn_reporting(name, failure_tx.clone(), task, None));
             confirm_windows.extend(window);
             producer_connections.push(connection);
         }
@@ -552,17 +566,23 @@ impl Run {
     }
 }
 
-/// Spawns `task`; if it fails, its error goes to the run, which stops measuring.
+/// Spawns `task` (on `runtime`, else the current one); if it fails, its error goes to the run,
+/// which stops measuring.
 fn spawn_reporting(
     name: String,
     failure_tx: mpsc::UnboundedSender<String>,
     task: impl Future<Output = Result<()>> + Send + 'static,
+    runtime: Option<&tokio::runtime::Handle>,
 ) -> JoinHandle<()> {
-    tokio::spawn(async move {
+    let task = async move {
         if let Err(error) = task.await {
             let _ = failure_tx.send(format!("{name}: {error:#}"));
         }
-    })
+    };
+    match runtime {
+        Some(rt) => rt.spawn(task),
+        None => tokio::spawn(task),
+    }
 }
 
 /// Publishes until the run stops: as fast as amqprs' bounded outgoing buffer and TCP accept, or
