@@ -92,7 +92,13 @@ pub(crate) struct Active {
     pub buf: Vec<u8>,
     /// The file has writes not covered by a sync.
     pub unsynced: bool,
+    /// A second handle on the file for [`PendingSync`], opened at the segment's first sync and
+    /// shared with every later one (not one `open` per group commit under the caller's lock).
+    pub sync_handle: Option<SyncHandle>,
 }
+
+/// A file handle a [`PendingSync`] fsyncs without access to the [`Log`].
+pub(crate) type SyncHandle = Arc<Mutex<Box<dyn DiskFile>>>;
 
 impl Active {
     fn len_total(&self) -> u64 {
@@ -304,15 +310,23 @@ impl Log {
 
     fn begin_sync_inner(&mut self) -> Result<PendingSync> {
         self.write_out_active()?;
-        let mut files: Vec<(PathBuf, Box<dyn DiskFile>)> = Vec::new();
+        let mut files: Vec<(PathBuf, SyncHandle)> = Vec::new();
         for (number, file) in self.unsynced_sealed.drain(..) {
-            files.push((self.dir.join(format::segment_file_name(number)), file));
+            files.push((self.dir.join(format::segment_file_name(number)), Arc::new(Mutex::new(file))));
         }
         if let Some(active) = &mut self.active {
             if active.unsynced {
                 // A second handle on the same file: fsync covers the file, whichever handle asks.
                 let path = self.dir.join(format::segment_file_name(active.number));
-                let handle = self.disk.open(&path).map_err(io_err("open for sync", &path))?;
+                let handle = match &active.sync_handle {
+                    Some(h) => h.clone(),
+                    None => {
+                        let h: SyncHandle =
+                            Arc::new(Mutex::new(self.disk.open(&path).map_err(io_err("open for sync", &path))?));
+                        active.sync_handle = Some(h.clone());
+                        h
+                    }
+                };
                 files.push((path, handle));
                 active.unsynced = false;
             }
@@ -543,7 +557,7 @@ impl Log {
         let number = self.next_segment;
         self.next_segment += 1;
         buf.extend_from_slice(&format::encode_segment_header(number));
-        self.active = Some(Active { number, file: None, len_written: 0, buf, unsynced: false });
+        self.active = Some(Active { number, file: None, len_written: 0, buf, unsynced: false, sync_handle: None });
         Ok(())
     }
 }
@@ -553,7 +567,7 @@ impl Log {
 #[derive(Debug)]
 #[must_use = "a PendingSync does nothing until it is run"]
 pub struct PendingSync {
-    files: Vec<(PathBuf, Box<dyn DiskFile>)>,
+    files: Vec<(PathBuf, SyncHandle)>,
     dir: Option<(Arc<dyn Disk>, PathBuf)>,
 }
 
@@ -565,8 +579,8 @@ impl PendingSync {
 
     /// Runs the fsyncs. On error, call [`Log::sync_failed`].
     pub fn run(self) -> Result<()> {
-        for (path, mut file) in self.files {
-            file.sync().map_err(io_err("sync", &path))?;
+        for (path, file) in self.files {
+            file.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).sync().map_err(io_err("sync", &path))?;
         }
         if let Some((disk, dir)) = self.dir {
             disk.sync_dir(&dir).map_err(io_err("sync directory", &dir))?;

@@ -241,6 +241,7 @@ impl Recovery {
             len_written,
             buf: Vec::new(),
             unsynced: false,
+            sync_handle: None,
         });
         let log = Log::from_recovered(Recovered {
             dir: self.dir,

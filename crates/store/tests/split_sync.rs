@@ -66,3 +66,30 @@ fn a_failed_job_poisons_the_log_once_reported() {
     log.sync_failed();
     assert!(matches!(log.append(1, &[b"y"]), Err(StoreError::Poisoned)));
 }
+
+/// Many group commits on one active segment share its sync handle (opened once per segment, not per
+/// commit): each commit still makes every record appended before it durable, and a crash after the
+/// last job loses none of them, whichever rounds rolled to a new segment.
+#[test]
+fn repeated_commits_on_one_segment_keep_every_record_before_each() {
+    let disk = SimDisk::new();
+    let config = LogConfig { segment_size_bytes: 4096, ..LogConfig::default() };
+    let (mut log, _, _) = open(&disk, config.clone());
+    let mut synced = Vec::new();
+    for round in 0..40u8 {
+        for i in 0..3u8 {
+            synced.push(log.append(i, &[&[round; 50]]).unwrap());
+        }
+        let job = log.begin_sync().unwrap();
+        log.append(9, &[b"during the job"]).unwrap();
+        job.run().unwrap();
+    }
+    assert!(log.segments().len() > 1, "the rounds crossed a segment boundary");
+    drop(log);
+    disk.crash(CrashMode::DropUnsynced);
+    let (_, records, _) = open(&disk, config);
+    let ids: Vec<_> = records.iter().map(|r| r.id).collect();
+    for id in &synced {
+        assert!(ids.contains(id), "synced record {id:?} lost");
+    }
+}
