@@ -190,7 +190,10 @@ impl StoreJournal {
     }
 
     /// Deletes message segments with nothing alive and ack segments that refer only to deleted
-    /// message segments. The segments being written are kept.
+    /// message segments. The segments being written are kept. The files are removed by the next
+    /// group commit's job, outside the broker lock, message segments before ack segments (the job
+    /// runs the messages log's part first), so a crash can never keep a message segment whose
+    /// acks are gone.
     fn collect_garbage(&mut self) {
         let dead: Vec<u64> = self
             .messages
@@ -200,7 +203,7 @@ impl StoreJournal {
             .filter(|n| Some(*n) != self.active_message_segment && self.live.get(n).copied().unwrap_or(0) == 0)
             .collect();
         for n in dead {
-            if self.messages.delete_segment(n).is_ok() {
+            if self.messages.delete_segment_later(n).is_ok() {
                 // `segment_of` keeps the deleted segment's entry, so a late lookup for one of its
                 // messages finds it (gone from `live`) instead of wrongly finding its predecessor.
                 self.live.remove(&n);
@@ -217,7 +220,7 @@ impl StoreJournal {
         let ack_segments: BTreeSet<u64> = self.acks.segments().iter().map(|s| s.number).collect();
         for a in ack_segments {
             let referenced = self.ack_refs.get(&a).is_some_and(|r| !r.is_empty());
-            if !referenced && Some(a) != self.active_ack_segment && self.acks.delete_segment(a).is_ok() {
+            if !referenced && Some(a) != self.active_ack_segment && self.acks.delete_segment_later(a).is_ok() {
                 self.ack_refs.remove(&a);
             }
         }

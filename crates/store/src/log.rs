@@ -125,6 +125,9 @@ pub struct Log {
     unsynced_sealed: Vec<(u64, Box<dyn DiskFile>)>,
     /// A segment file was created or removed since the last directory sync.
     dir_unsynced: bool,
+    /// Files of segments deleted with [`Log::delete_segment_later`], removed by the next
+    /// [`PendingSync::run`] (or `flush_and_sync`), in deletion order.
+    removals: Vec<PathBuf>,
     poisoned: bool,
     readers: Mutex<Readers>,
 }
@@ -207,6 +210,7 @@ impl Log {
             next_segment: r.next_segment,
             unsynced_sealed: Vec::new(),
             dir_unsynced: false,
+            removals: Vec::new(),
             poisoned: false,
             readers: Mutex::new(Readers::default()),
         }
@@ -290,6 +294,10 @@ impl Log {
                 active.unsynced = false;
             }
         }
+        for path in std::mem::take(&mut self.removals) {
+            remove_file(self.disk.as_ref(), &path)?;
+            self.dir_unsynced = true;
+        }
         if self.dir_unsynced {
             self.disk.sync_dir(&self.dir).map_err(io_err("sync directory", &self.dir))?;
             self.dir_unsynced = false;
@@ -331,13 +339,14 @@ impl Log {
                 active.unsynced = false;
             }
         }
-        let dir = if self.dir_unsynced {
+        let removals = std::mem::take(&mut self.removals);
+        let dir = if self.dir_unsynced || !removals.is_empty() {
             self.dir_unsynced = false;
             Some((self.disk.clone(), self.dir.clone()))
         } else {
             None
         };
-        Ok(PendingSync { files, dir })
+        Ok(PendingSync { files, removals, dir })
     }
 
     /// A [`PendingSync`] of this log failed: poison the log (the fsync is never retried).
@@ -441,6 +450,30 @@ impl Log {
         self.unsynced_sealed.retain(|(n, _)| *n != number);
         self.readers.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).forget(number);
         self.dir_unsynced = true;
+        if cfg!(debug_assertions) {
+            self.invariants();
+        }
+        Ok(())
+    }
+
+    /// Like [`Log::delete_segment`], but the file is removed by the next [`PendingSync::run`] (or
+    /// `flush_and_sync`), outside whatever lock the caller holds around the log: removing a large
+    /// file can take milliseconds. The segment is gone for the log at once (no reads, not listed);
+    /// removals happen in the order asked for, so a crash leaves a prefix of them done.
+    ///
+    /// Errors: as [`Log::delete_segment`] (no `Io`: the removal's error comes from the job).
+    pub fn delete_segment_later(&mut self, number: u64) -> Result<()> {
+        self.check_writable()?;
+        if self.active.as_ref().is_some_and(|a| a.number == number) {
+            return Err(StoreError::ActiveSegment(number));
+        }
+        if !self.sealed.contains_key(&number) {
+            return Err(StoreError::UnknownSegment(number));
+        }
+        self.removals.push(self.segment_path(number));
+        self.sealed.remove(&number);
+        self.unsynced_sealed.retain(|(n, _)| *n != number);
+        self.readers.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).forget(number);
         if cfg!(debug_assertions) {
             self.invariants();
         }
@@ -562,23 +595,39 @@ impl Log {
     }
 }
 
+/// Removes a deleted segment's file; one already gone is fine (a removal is never repeated, but
+/// a file may have been removed by hand).
+fn remove_file(disk: &dyn Disk, path: &Path) -> Result<()> {
+    match disk.remove(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        other => other.map_err(io_err("remove", path)),
+    }
+}
+
 /// The fsync half of a group commit started by [`Log::begin_sync`]: segments oldest first, then
 /// the directory. Needs no access to the [`Log`], so the writer keeps appending meanwhile.
 #[derive(Debug)]
 #[must_use = "a PendingSync does nothing until it is run"]
 pub struct PendingSync {
     files: Vec<(PathBuf, SyncHandle)>,
+    /// Segment files to remove first (see [`Log::delete_segment_later`]).
+    removals: Vec<PathBuf>,
     dir: Option<(Arc<dyn Disk>, PathBuf)>,
 }
 
 impl PendingSync {
     /// True when there is nothing to sync.
     pub fn is_empty(&self) -> bool {
-        self.files.is_empty() && self.dir.is_none()
+        self.files.is_empty() && self.removals.is_empty() && self.dir.is_none()
     }
 
     /// Runs the fsyncs. On error, call [`Log::sync_failed`].
     pub fn run(self) -> Result<()> {
+        if let Some((disk, _)) = &self.dir {
+            for path in &self.removals {
+                remove_file(disk.as_ref(), path)?;
+            }
+        }
         for (path, file) in self.files {
             file.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).sync().map_err(io_err("sync", &path))?;
         }

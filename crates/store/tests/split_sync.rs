@@ -93,3 +93,35 @@ fn repeated_commits_on_one_segment_keep_every_record_before_each() {
         assert!(ids.contains(id), "synced record {id:?} lost");
     }
 }
+
+/// `delete_segment_later`: the segment is gone for the log at once, its file goes when the next job
+/// runs (outside the caller's lock), and a crash before that brings it back whole.
+#[test]
+fn a_later_deletion_removes_the_file_when_the_job_runs() {
+    let disk = SimDisk::new();
+    let (mut log, _, _) = open(&disk, config());
+    let first = log.append(1, &[&[1; 100]]).unwrap();
+    log.append(2, &[&[2; 100]]).unwrap();
+    log.append(3, &[&[3; 100]]).unwrap();
+    log.flush_and_sync().unwrap();
+    assert!(log.segments().len() >= 2);
+    log.delete_segment_later(first.segment).unwrap();
+    assert!(log.read(first).is_err(), "gone for the log at once");
+    assert!(log.segments().iter().all(|s| s.number != first.segment));
+    let path = std::path::Path::new(common::DIR).join(format!("{:020}.seg", first.segment));
+    assert!(disk.read_file(&path).is_some(), "the file stays until the job runs");
+
+    // A crash before the job: the deletion never happened.
+    let before = disk.fork();
+    before.crash(CrashMode::DropUnsynced);
+    let (_, records, _) = open(&before, config());
+    assert!(records.iter().any(|r| r.id == first), "a crash before the job brings the segment back");
+
+    let job = log.begin_sync().unwrap();
+    job.run().unwrap();
+    assert!(disk.read_file(&path).is_none(), "removed by the job");
+    drop(log);
+    disk.crash(CrashMode::DropUnsynced);
+    let (_, records, _) = open(&disk, config());
+    assert!(records.iter().all(|r| r.id.segment != first.segment), "the removal was made durable");
+}
