@@ -2,6 +2,7 @@
 pika against the real binary (issue 4), including prioritised messages across kill -9."""
 
 import signal
+import time
 
 import pika
 import pytest
@@ -135,6 +136,36 @@ def test_delivery_limit_dead_letters_with_count_header(connect, uniq):
     assert body == b"poison"
     assert props.headers["x-death"][0]["reason"] == "delivery_limit"
     assert msg_count(ch.connection, uniq) == 0
+
+
+def test_delivery_count_survives_kill_9(broker_factory, uniq):
+    """Returns to a queue with a delivery limit are journaled: after kill -9 the message comes
+    back with its x-delivery-count, and the limit counts the returns made before the crash."""
+    data_dir = broker_factory.new_data_dir()
+    b1 = broker_factory.start(data_dir)
+    ch = b1.connect().channel()
+    ch.confirm_delivery()
+    ch.queue_declare(uniq, durable=True, arguments={"x-delivery-limit": 3})
+    ch.basic_publish("", uniq, b"poison", pika.BasicProperties(delivery_mode=2))
+    for _ in range(2):
+        m, _, _ = ch.basic_get(uniq)
+        ch.basic_nack(m.delivery_tag, requeue=True)
+    # A round trip after the nacks, then time for the 100 ms ack-log sync.
+    ch.queue_declare(uniq, passive=True)
+    time.sleep(0.5)
+    b1.proc.send_signal(signal.SIGKILL)
+    b1.proc.wait(timeout=5)
+    b2 = broker_factory.start(data_dir)
+    ch = b2.connect().channel()
+    counts = []
+    for _ in range(2):
+        m, props, body = ch.basic_get(uniq)
+        assert body == b"poison"
+        counts.append((props.headers or {}).get("x-delivery-count"))
+        ch.basic_nack(m.delivery_tag, requeue=True)
+    assert counts == [2, 3]
+    ch.queue_declare(uniq, passive=True)
+    assert msg_count(ch.connection, uniq) == 0, "the fourth return is past the limit"
 
 
 def test_consumer_ack_timeout_closes_channel_with_406(connect, uniq):

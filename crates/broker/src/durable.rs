@@ -103,6 +103,7 @@ impl StoreJournal {
 
         let mut removed: HashSet<(QueueId, MessageId)> = HashSet::new();
         let mut delivered: HashSet<(QueueId, MessageId)> = HashSet::new();
+        let mut returned: HashMap<(QueueId, MessageId), u32> = HashMap::new();
         let mut ack_refs: BTreeMap<u64, BTreeSet<u64>> = BTreeMap::new();
         let mut rec = Log::open(dir.join("acks"), config.clone(), disk.clone()).map_err(err)?;
         while let Some(r) = rec.next_record().map_err(err)? {
@@ -115,6 +116,9 @@ impl StoreJournal {
                 }
                 RECORD_DELIVERED => {
                     delivered.insert((q, m));
+                }
+                RECORD_RETURNED => {
+                    *returned.entry((q, m)).or_default() += 1;
                 }
                 _ => {}
             }
@@ -153,6 +157,7 @@ impl StoreJournal {
                 pack_location(r.id),
                 |q| removed.contains(&(q, id)),
                 |q| delivered.contains(&(q, id)),
+                |q| returned.get(&(q, id)).copied().unwrap_or(0),
             );
             *live.entry(r.id.segment).or_default() += n as u64;
             stats.messages += 1;
@@ -412,6 +417,10 @@ impl Journal for StoreJournal {
 
     fn delivered(&mut self, queue: QueueId, msg_id: MessageId) {
         self.ack_record(RECORD_DELIVERED, queue, msg_id);
+    }
+
+    fn returned(&mut self, queue: QueueId, msg_id: MessageId) {
+        self.ack_record(RECORD_RETURNED, queue, msg_id);
     }
 
     fn define(&mut self, definition: &Definition) {

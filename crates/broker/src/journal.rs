@@ -146,6 +146,11 @@ pub trait Journal: Send + std::fmt::Debug {
     fn remove(&mut self, queue: QueueId, msg_id: MessageId);
     /// The message was handed to a consumer that must ack it (it comes back redelivered).
     fn delivered(&mut self, queue: QueueId, msg_id: MessageId);
+    /// The message came back to a queue with a delivery limit (nack/reject with requeue, or its
+    /// channel closed): recovery counts these to restore its delivery count.
+    fn returned(&mut self, queue: QueueId, msg_id: MessageId) {
+        let _ = (queue, msg_id);
+    }
     /// A durable definition changed. Written and synced before this returns: declarations are
     /// rare and their -ok must mean durable.
     fn define(&mut self, definition: &Definition);
@@ -203,6 +208,8 @@ pub const RECORD_TRANSIENT: u8 = 6;
 /// Record types in the ack log.
 pub const RECORD_REMOVE: u8 = 2;
 pub const RECORD_DELIVERED: u8 = 3;
+/// One return of a message to a queue with a delivery limit (see `Journal::returned`).
+pub const RECORD_RETURNED: u8 = 7;
 /// Record type in the definitions log.
 pub const RECORD_DEFINITION: u8 = 4;
 

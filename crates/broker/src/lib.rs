@@ -2149,17 +2149,20 @@ impl Broker {
         removed: impl Fn(QueueId) -> bool,
         delivered: impl Fn(QueueId) -> bool,
     ) -> usize {
-        self.restore_message_at(record, None, removed, delivered)
+        self.restore_message_at(record, None, removed, delivered, |_| 0)
     }
 
     /// `restore_message` for a record at `location` in the journal (see `Journal::read`): in
     /// queues past their memory budget only a reference to it is kept, as for a publish.
+    /// `returns(queue)` is how often it came back to a queue with a delivery limit
+    /// (`Journal::returned`): its delivery count, and `x-delivery-count` header, carry on.
     pub fn restore_message_at(
         &mut self,
         record: MessageRecord,
         location: Option<u64>,
         removed: impl Fn(QueueId) -> bool,
         delivered: impl Fn(QueueId) -> bool,
+        returns: impl Fn(QueueId) -> u32,
     ) -> usize {
         self.next_msg_id = self.next_msg_id.max(record.msg_id + 1);
         let message = Arc::new(record.message);
@@ -2195,9 +2198,20 @@ impl Broker {
                     (Some(a), Some(t)) => a.saturating_add(t).max(1),
                     _ => 0,
                 };
-                let seq = queue.push_restored(message.clone(), record.msg_id, delivered(q), expires_at_ms);
-                if let Some(location) = location {
-                    queue.page_out(seq, location, self.config.queue_memory_bytes_max);
+                let returned = returns(q);
+                let limited = queue.features.as_deref().is_some_and(|f| f.delivery_limit.is_some());
+                if returned > 0 && limited {
+                    // As `requeue_entry` left it: the count in the header, the message in memory
+                    // (a paged reference has no room for the count).
+                    let count = FieldValue::I64(i64::from(returned));
+                    let m = dead_letter::with_header(&message, "x-delivery-count", count)
+                        .map_or_else(|| message.clone(), Arc::new);
+                    queue.push_restored_returned(m, record.msg_id, delivered(q), expires_at_ms, returned);
+                } else {
+                    let seq = queue.push_restored(message.clone(), record.msg_id, delivered(q), expires_at_ms);
+                    if let Some(location) = location {
+                        queue.page_out(seq, location, self.config.queue_memory_bytes_max);
+                    }
                 }
                 if expires_at_ms != 0 {
                     self.arm(q, expires_at_ms);

@@ -550,6 +550,30 @@ impl Queue {
         redelivered: bool,
         expires_at_ms: u64,
     ) -> u64 {
+        self.push_returned(message, msg_id, redelivered, expires_at_ms, 0)
+    }
+
+    /// `push_restored` for a message that already came back `returns` times (recovery of a
+    /// queue with a delivery limit); it stays in memory.
+    pub fn push_restored_returned(
+        &mut self,
+        message: Arc<Message>,
+        msg_id: crate::MessageId,
+        redelivered: bool,
+        expires_at_ms: u64,
+        returns: u32,
+    ) -> u64 {
+        self.push_returned(message, msg_id, redelivered, expires_at_ms, returns)
+    }
+
+    fn push_returned(
+        &mut self,
+        message: Arc<Message>,
+        msg_id: crate::MessageId,
+        redelivered: bool,
+        expires_at_ms: u64,
+        returns: u32,
+    ) -> u64 {
         // The top byte orders priority levels, highest first (see `Ready`).
         let level = match self.max_priority {
             0 => 0,
@@ -560,7 +584,7 @@ impl Queue {
         if expires_at_ms != 0 {
             self.watch_expiry(expires_at_ms, seq);
         }
-        let m = QueuedMessage { seq, message, redelivered, msg_id, expires_at_ms, dead: false, returns: 0 };
+        let m = QueuedMessage { seq, message, redelivered, msg_id, expires_at_ms, dead: false, returns };
         if self.paged.is_empty() {
             self.ready.push_back(m);
         } else {

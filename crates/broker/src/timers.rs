@@ -131,6 +131,10 @@ impl Broker {
         }
         if let Some(limit) = q.features.as_deref().and_then(|f| f.delivery_limit) {
             entry.returns = entry.returns.saturating_add(1);
+            if entry.msg_id != 0 {
+                // So that a restart does not reset the count.
+                self.journal.returned(qid, entry.msg_id);
+            }
             if u64::from(entry.returns) > limit {
                 Self::dead_letter(q, entry, Reason::DeliveryLimit, &mut *self.journal, &mut self.dead_letters);
                 return;
