@@ -265,7 +265,9 @@ impl StoreJournal {
     }
 
     fn start_sync(&mut self, force: bool) -> Option<Box<dyn SyncJob>> {
-        if !(self.needs_sync() || (force && self.acks_dirty)) {
+        // Forced (periodically, and at shutdown) also for segment files waiting to be removed.
+        let removals = self.messages.pending_removals() + self.acks.pending_removals() > 0;
+        if !(self.needs_sync() || (force && (self.acks_dirty || removals))) {
             return None;
         }
         if let Some(f) = &self.failed {

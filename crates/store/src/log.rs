@@ -480,6 +480,11 @@ impl Log {
         Ok(())
     }
 
+    /// Segment files deleted with [`Log::delete_segment_later`] and not removed yet.
+    pub fn pending_removals(&self) -> usize {
+        self.removals.len()
+    }
+
     /// Every segment, oldest first, including damaged ones and the active one.
     pub fn segments(&self) -> Vec<SegmentInfo> {
         let mut list: Vec<SegmentInfo> = self
