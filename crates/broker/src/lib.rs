@@ -143,12 +143,22 @@ pub struct BrokerConfig {
     /// Bytes of ready message bodies a queue keeps in memory; messages beyond it are paged out
     /// (only a 16-byte reference to their record in the message log stays in memory) and read
     /// back as consumers drain the queue. Persistent messages in durable queues use their
-    /// journal record; others get a transient record that recovery ignores. Messages with a
-    /// deadline and priority queues are not paged.
+    /// journal record; others get a transient record that recovery ignores. Priority queues
+    /// are not paged. Each message counts its body plus `queue_message_overhead_bytes`.
     pub queue_memory_bytes_max: usize,
+    /// What a message in memory costs beyond its body (its entry, `Message`, properties), for
+    /// the paging budget: without it a million 16-byte messages would count as 16 MB.
+    pub queue_message_overhead_bytes: usize,
     /// Default consumer acknowledgement timeout in milliseconds (RabbitMQ's `consumer_timeout`,
     /// 30 minutes); 0 turns it off. Queues and consumers may set their own (`ack_timeout.rs`).
     pub consumer_timeout_ms: u64,
+}
+
+impl BrokerConfig {
+    /// The paging budget of each queue.
+    pub fn page_budget(&self) -> queue::PageBudget {
+        queue::PageBudget { bytes: self.queue_memory_bytes_max, per_message: self.queue_message_overhead_bytes }
+    }
 }
 
 impl Default for BrokerConfig {
@@ -158,6 +168,7 @@ impl Default for BrokerConfig {
             queue_flow_backlog: 20_000,
             confirm_before_fsync: false,
             queue_memory_bytes_max: 16 << 20,
+            queue_message_overhead_bytes: 160,
             consumer_timeout_ms: 1_800_000,
         }
     }
@@ -1422,7 +1433,7 @@ impl Broker {
             return Ok(());
         };
         let entry = loop {
-            Self::page_in(q, &*self.journal, self.config.queue_memory_bytes_max, &mut self.page_in_failures);
+            Self::page_in(q, &*self.journal, self.config.page_budget(), &mut self.page_in_failures);
             match q.pop() {
                 None => {
                     q.stats.inc(Stat::GetEmpty);
@@ -1780,7 +1791,9 @@ impl Broker {
             }
             q.stats.inc(Stat::Publish);
             let seq = q.push(message.clone(), if journaled { msg_id } else { 0 }, expires_at_ms);
-            if !journaled && q.wants_page(seq, self.config.queue_memory_bytes_max) {
+            // A message due already (TTL 0) is dispatched or expired below, never paged.
+            let due_now = expires_at_ms != 0 && expires_at_ms <= now;
+            if !journaled && !due_now && q.wants_page(seq, self.config.page_budget()) {
                 to_page.push((qid, seq));
             }
             if journaled {
@@ -1808,8 +1821,11 @@ impl Broker {
             // The arrival time lets recovery restore the deadlines (see `restore_message`).
             jseq = self.journal.publish(msg_id, &durable, &message, durable_deadline.then_some(now));
             if let Some(location) = self.journal.last_location() {
-                let budget = self.config.queue_memory_bytes_max;
+                let budget = self.config.page_budget();
                 for (qid, seq) in durable.iter().zip(durable_seqs) {
+                    if fresh.contains(&(*qid, seq)) {
+                        continue;
+                    }
                     if let Some(q) = self.queues.get_mut(qid) {
                         q.page_out(seq, location, budget);
                     }
@@ -1823,7 +1839,7 @@ impl Broker {
             let queues: Vec<QueueId> = to_page.iter().map(|(q, _)| *q).collect();
             if let Some(location) = self.journal.page(id, &queues, &message) {
                 self.next_msg_id += 1;
-                let budget = self.config.queue_memory_bytes_max;
+                let budget = self.config.page_budget();
                 for (qid, seq) in to_page {
                     if let Some(q) = self.queues.get_mut(&qid) {
                         q.set_msg_id(seq, id);
@@ -1908,7 +1924,7 @@ impl Broker {
         let queue_timeout = q.features.as_deref().and_then(|f| f.consumer_timeout_ms);
         loop {
             if n > 0 {
-                Self::page_in(q, &*self.journal, self.config.queue_memory_bytes_max, &mut self.page_in_failures);
+                Self::page_in(q, &*self.journal, self.config.page_budget(), &mut self.page_in_failures);
             }
             let Some(head) = q.ready.front() else { break };
             if head.is_expired(now) && Some(head.seq) != fresh {
@@ -2014,7 +2030,7 @@ impl Broker {
         let drop_head = q.features.as_deref().filter(|f| f.overflow == Overflow::DropHead).map(|f| f.limits());
         if let Some(limits) = drop_head {
             while limits.exceeded(q.ready_len(), q.ready_bytes()) {
-                Self::page_in(q, &*self.journal, self.config.queue_memory_bytes_max, &mut self.page_in_failures);
+                Self::page_in(q, &*self.journal, self.config.page_budget(), &mut self.page_in_failures);
                 let Some(m) = q.pop() else { break };
                 Self::dead_letter(q, m, Reason::Maxlen, &mut *self.journal, &mut self.dead_letters);
             }
@@ -2023,7 +2039,7 @@ impl Broker {
     }
 
     /// Refills the in-memory head of `q` from its paged messages when it is empty.
-    fn page_in(q: &mut Queue, journal: &dyn Journal, budget: usize, failures: &mut u64) {
+    fn page_in(q: &mut Queue, journal: &dyn Journal, budget: queue::PageBudget, failures: &mut u64) {
         if q.ready.is_empty() && !q.paged.is_empty() {
             *failures += q.page_in(budget, |location| journal.read(location)) as u64;
         }
@@ -2210,7 +2226,7 @@ impl Broker {
                 } else {
                     let seq = queue.push_restored(message.clone(), record.msg_id, delivered(q), expires_at_ms);
                     if let Some(location) = location {
-                        queue.page_out(seq, location, self.config.queue_memory_bytes_max);
+                        queue.page_out(seq, location, self.config.page_budget());
                     }
                 }
                 if expires_at_ms != 0 {

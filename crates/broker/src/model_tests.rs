@@ -59,7 +59,7 @@ impl Model {
 
 /// A broker whose queues page past a budget of about four 1-digit bodies, on a simulated disk.
 fn paging_broker() -> Broker {
-    let config = BrokerConfig { queue_memory_bytes_max: 4, ..BrokerConfig::default() };
+    let config = BrokerConfig { queue_memory_bytes_max: 4, queue_message_overhead_bytes: 0, ..BrokerConfig::default() };
     let mut b = Broker::new(config, 1);
     let disk = std::sync::Arc::new(store::sim::SimDisk::new());
     let (j, _) =

@@ -16,7 +16,8 @@ const BUDGET: usize = 50;
 
 /// A broker recovered from (or started on) `disk`, with connection 1 and channel 1 open.
 fn open(disk: &SimDisk) -> Broker {
-    let config = BrokerConfig { queue_memory_bytes_max: BUDGET, ..BrokerConfig::default() };
+    let config =
+        BrokerConfig { queue_memory_bytes_max: BUDGET, queue_message_overhead_bytes: 0, ..BrokerConfig::default() };
     let mut b = Broker::new(config, 1);
     let (j, _) = StoreJournal::open(Path::new("/data"), Arc::new(disk.clone()), &mut b, |_| {}).expect("opens");
     b.set_journal(Box::new(j));
@@ -169,8 +170,8 @@ fn purge_and_delete_remove_paged_messages() {
     assert_eq!(drain(&mut b), vec![], "the deleted queue's messages do not come back");
 }
 
-/// Proves a message with a deadline published behind paged ones stays in memory and expires
-/// in place, while the paged messages around it are delivered.
+/// Proves a message with a deadline published behind paged ones is paged too (nothing held in
+/// memory) and expires in place, while the paged messages around it are delivered.
 #[test]
 fn deadlines_among_paged_messages_expire() {
     let disk = SimDisk::new();
@@ -180,7 +181,7 @@ fn deadlines_among_paged_messages_expire() {
             if i == 12 { BasicProperties { expiration: Some("1000".into()), ..persistent() } } else { persistent() };
         publish(&mut b, i, props);
     }
-    assert_eq!(queue(&b).paged.held(), 1);
+    assert_eq!(queue(&b).paged.held(), 0, "paged like the others");
     b.tick(T0 + 1000, &mut Effects::default());
     assert_eq!(queue(&b).message_count(), 19);
     let got: Vec<_> = std::iter::from_fn(|| get(&mut b, true, T0 + 1000)).map(|t| t.2).collect();
@@ -266,4 +267,105 @@ fn delivery_count_survives_a_restart() {
     assert_eq!(count, Some(4));
     nack(&mut b, tag);
     assert!(get_lq(&mut b).is_none(), "the fifth return is past the limit of 4: dropped");
+}
+
+/// Proves a queue with `x-message-ttl` pages (its messages all have deadlines): past the budget
+/// only references stay in memory; expired paged messages are read back and dead-lettered in
+/// order, the ones that are not yet due are delivered with their deadline intact after paging
+/// in, and a restart keeps the deadlines of paged messages (transient ones too are paged).
+#[test]
+fn a_queue_with_message_ttl_pages_and_expires_paged_messages() {
+    let disk = SimDisk::new();
+    let mut b = open(&disk);
+    let mut fx = Effects::default();
+    b.handle(1, 1, QueueDeclare { queue: "dlq".into(), durable: true, ..Default::default() }.into(), T0, &mut fx)
+        .expect("dlq");
+    let args = FieldTable(vec![
+        ("x-message-ttl".into(), FieldValue::I64(5000)),
+        ("x-dead-letter-exchange".into(), FieldValue::LongStr("".into())),
+        ("x-dead-letter-routing-key".into(), FieldValue::LongStr("dlq".into())),
+    ]);
+    let q = QueueDeclare { queue: "tq".into(), durable: true, arguments: args, ..Default::default() };
+    b.handle(1, 1, q.into(), T0, &mut fx).expect("tq");
+    let publish_tq = |b: &mut Broker, i: usize| {
+        let mut props = if i.is_multiple_of(5) { BasicProperties::default() } else { persistent() };
+        if i < 30 {
+            props.expiration = Some("1000".into());
+        }
+        let m = Message::with_properties("", "tq", &props, body(i));
+        b.publish(1, 1, PublishFlags::default(), m, T0, &mut Effects::default()).expect("publishes");
+    };
+    // 30 due at T0 + 1000 (their own expiration), then 30 due at T0 + 5000 (the queue's TTL).
+    for i in 0..60 {
+        publish_tq(&mut b, i);
+    }
+    let tq = b.queue("/", "tq").expect("tq");
+    assert_eq!(tq.message_count(), 60);
+    assert!(
+        tq.ready.len() <= 6 && tq.paged.held() == 0,
+        "paged: {} in memory, {} held",
+        tq.ready.len(),
+        tq.paged.held()
+    );
+
+    b.tick(T0 + 1000, &mut Effects::default());
+    assert_eq!(b.queue("/", "tq").expect("tq").message_count(), 30, "the first 30 expired");
+    let dlq = b.queue("/", "dlq").expect("dlq");
+    assert_eq!(dlq.message_count(), 30, "and were dead-lettered");
+    sync(&mut b);
+    drop(b);
+
+    let mut b = open(&disk);
+    let tq = b.queue("/", "tq").expect("tq");
+    assert_eq!(tq.message_count(), 24, "the transient ones (every fifth) did not survive the restart");
+    b.tick(T0 + 4999, &mut Effects::default());
+    assert_eq!(b.queue("/", "tq").expect("tq").message_count(), 24, "not due yet");
+    b.tick(T0 + 5000, &mut Effects::default());
+    assert_eq!(b.queue("/", "tq").expect("tq").message_count(), 0, "the deadlines survived paging and the restart");
+    let mut got = Vec::new();
+    let mut fx = Effects::default();
+    while let Ok(()) =
+        b.handle(1, 1, BasicGet { queue: "dlq".into(), no_ack: true, ..Default::default() }.into(), T0 + 5000, &mut fx)
+    {
+        let Some(body) = fx.out.drain(..).find_map(|(_, o)| match o {
+            Outbound::GetOk { message, .. } => Some(message.body.clone()),
+            _ => None,
+        }) else {
+            break;
+        };
+        got.push(body);
+    }
+    let persistent_ones: Vec<_> = (0..30usize).filter(|i| !i.is_multiple_of(5)).map(body).collect();
+    let later: Vec<_> = (30..60usize).filter(|i| !i.is_multiple_of(5)).map(body).collect();
+    assert_eq!(
+        got[..24],
+        persistent_ones[..],
+        "dead-lettered in order; transient dead letters were lost in the restart"
+    );
+    assert_eq!(got[24..], later[..]);
+}
+
+/// Proves the paging budget counts each message's overhead, not only its body: 10-byte bodies
+/// with a 160-byte overhead and a 1,700-byte budget keep about ten messages in memory (counting
+/// bodies alone, all hundred would have fit).
+#[test]
+fn small_messages_page_by_their_footprint() {
+    let disk = SimDisk::new();
+    let config =
+        BrokerConfig { queue_memory_bytes_max: 1_700, queue_message_overhead_bytes: 160, ..BrokerConfig::default() };
+    let mut b = Broker::new(config, 1);
+    let (j, _) = StoreJournal::open(Path::new("/data"), Arc::new(disk.clone()), &mut b, |_| {}).expect("opens");
+    b.set_journal(Box::new(j));
+    b.connection_open(1, "/", "guest", WriteCredit::new(1 << 30)).expect("vhost exists");
+    b.channel_open(1, 1);
+    let q = QueueDeclare { queue: "dq".into(), durable: true, ..Default::default() };
+    b.handle(1, 1, q.into(), T0, &mut Effects::default()).expect("declares");
+    for i in 0..100 {
+        publish(&mut b, i, persistent());
+    }
+    let q = queue(&b);
+    assert!((9..=11).contains(&q.ready.len()), "in memory: {}", q.ready.len());
+    assert_eq!(q.paged.len(), 100 - q.ready.len());
+    let got = drain(&mut b);
+    assert_eq!(got, (0..100).map(|i| (false, body(i))).collect::<Vec<_>>());
 }

@@ -268,6 +268,14 @@ impl Ready {
     }
 }
 
+/// How much of a queue stays in memory before it pages (see `BrokerConfig::page_budget`).
+#[derive(Debug, Clone, Copy)]
+pub struct PageBudget {
+    /// Bytes of in-memory ready messages, each counted as its body plus `per_message`.
+    pub bytes: usize,
+    pub per_message: usize,
+}
+
 /// Marks a paged entry whose message is held in memory (`Paged::held`).
 const HELD: u64 = u64::MAX;
 /// Marks a paged entry whose message expired in place (a tombstone).
@@ -308,6 +316,9 @@ pub struct Paged {
     /// The sequence number of the front entry.
     front_seq: u64,
     held: HashMap<u64, QueuedMessage>,
+    /// Deadline and body length of the paged (on-disk) messages that have one, by sequence
+    /// number: they expire in place like held ones, read back only for a dead-letter exchange.
+    deadlines: HashMap<u64, (u64, u32)>,
     dead: usize,
     /// Body bytes of the live paged messages (for `x-max-length-bytes`); a message whose record
     /// cannot be read back leaves its bytes counted until the paged part empties.
@@ -403,6 +414,35 @@ impl Paged {
         }
     }
 
+    /// Removes the paged (on-disk) message with sequence number `seq` and deadline `deadline`, if
+    /// here, leaving a tombstone.
+    fn take_paged_expired(&mut self, seq: u64, deadline: u64) -> Option<PagedExpired> {
+        let &(d, len) = self.deadlines.get(&seq)?;
+        if d != deadline {
+            return None;
+        }
+        let slot = self.get_mut(seq)?;
+        if slot.loc == HELD || slot.loc == DEAD {
+            return None;
+        }
+        let (id, loc) = (slot.id, slot.loc);
+        slot.loc = DEAD;
+        self.dead += 1;
+        self.deadlines.remove(&seq);
+        self.bytes = self.bytes.saturating_sub(len as usize);
+        self.trim();
+        if self.slots == 0 {
+            self.bytes = 0;
+        }
+        Some(PagedExpired {
+            seq,
+            msg_id: id & !REDELIVERED,
+            redelivered: id & REDELIVERED != 0,
+            location: loc,
+            expires_at_ms: deadline,
+        })
+    }
+
     /// Removes the held message with sequence number `seq` and deadline `deadline`, if here.
     fn take_held(&mut self, seq: u64, deadline: u64) -> Option<QueuedMessage> {
         if self.held.get(&seq).map(|m| m.expires_at_ms) != Some(deadline) {
@@ -430,6 +470,37 @@ impl Paged {
         debug_assert_eq!(self.held.len(), self.entries().filter(|(_, p)| p.loc == HELD).count());
         debug_assert!(self.entries().filter(|(_, p)| p.loc == HELD).all(|(seq, _)| self.held.contains_key(&seq)));
         debug_assert!(self.front().is_none_or(|p| p.loc != DEAD));
+        debug_assert!(self.deadlines.keys().all(|seq| {
+            let i = seq.checked_sub(self.front_seq).map(|i| i as usize);
+            i.is_some_and(|i| i < self.slots)
+                && self.entries().nth(i.unwrap_or(0)).is_some_and(|(_, p)| p.loc != HELD && p.loc != DEAD)
+        }));
+    }
+}
+
+/// A paged message that expired: its record is read back only when the queue dead-letters it.
+#[derive(Debug, Clone, Copy)]
+pub struct PagedExpired {
+    pub seq: u64,
+    pub msg_id: crate::MessageId,
+    pub redelivered: bool,
+    /// Its record in the journal (see `Journal::read`).
+    pub location: u64,
+    pub expires_at_ms: u64,
+}
+
+impl PagedExpired {
+    /// The queued message it was, with its body read back.
+    pub fn into_queued(self, message: Message) -> QueuedMessage {
+        QueuedMessage {
+            seq: self.seq,
+            message: Arc::new(message),
+            redelivered: self.redelivered,
+            msg_id: self.msg_id,
+            expires_at_ms: self.expires_at_ms,
+            dead: false,
+            returns: 0,
+        }
     }
 }
 
@@ -600,15 +671,16 @@ impl Queue {
     /// `location`, if the in-memory ready messages exceed `budget` bytes or messages are paged
     /// already. Priority queues do not page, nor do messages with a deadline (they stay in
     /// memory in their place). Returns true when it was paged out.
-    pub fn page_out(&mut self, seq: u64, location: u64, budget: usize) -> bool {
+    pub fn page_out(&mut self, seq: u64, location: u64, budget: PageBudget) -> bool {
         if self.max_priority != 0 || location >= DEAD {
             return false;
         }
         if !self.paged.is_empty() {
-            let id = match self.paged.held.get(&seq) {
-                Some(m) if m.expires_at_ms == 0 && m.msg_id != 0 => {
-                    m.msg_id | if m.redelivered { REDELIVERED } else { 0 }
-                }
+            let (id, deadline) = match self.paged.held.get(&seq) {
+                Some(m) if m.msg_id != 0 => (
+                    m.msg_id | if m.redelivered { REDELIVERED } else { 0 },
+                    (m.expires_at_ms, m.message.body.len() as u32),
+                ),
                 _ => return false,
             };
             match self.paged.back_mut() {
@@ -619,31 +691,37 @@ impl Queue {
                 _ => return false,
             }
             self.paged.held.remove(&seq);
+            if deadline.0 != 0 {
+                self.paged.deadlines.insert(seq, deadline);
+            }
             return true;
         }
-        let fits = self.ready.bytes() <= budget;
+        let fits = self.in_memory_bytes(budget) <= budget.bytes;
         match self.ready.back() {
-            Some(m) if !fits && m.seq == seq && m.expires_at_ms == 0 && m.msg_id != 0 => {}
+            Some(m) if !fits && m.seq == seq && m.msg_id != 0 => {}
             _ => return false,
         }
         let Some(m) = self.ready.pop_back() else { return false };
         let id = m.msg_id | if m.redelivered { REDELIVERED } else { 0 };
         self.paged.bytes += m.message.body.len();
+        if m.expires_at_ms != 0 {
+            self.paged.deadlines.insert(seq, (m.expires_at_ms, m.message.body.len() as u32));
+        }
         self.paged.push_back(seq, PagedRef { id, loc: location });
         true
     }
 
     /// True when the message just pushed with sequence number `seq`, which has no journal record,
     /// should get one so it can be paged out (see `Journal::page`): the queue pages (plain, and
-    /// past its budget or already paging) and the message has no deadline.
-    pub fn wants_page(&self, seq: u64, budget: usize) -> bool {
+    /// past its budget or already paging).
+    pub fn wants_page(&self, seq: u64, budget: PageBudget) -> bool {
         if self.max_priority != 0 {
             return false;
         }
         if self.paged.is_empty() {
-            self.ready.bytes() > budget && self.ready.back().is_some_and(|m| m.seq == seq && m.expires_at_ms == 0)
+            self.in_memory_bytes(budget) > budget.bytes && self.ready.back().is_some_and(|m| m.seq == seq)
         } else {
-            self.paged.held.get(&seq).is_some_and(|m| m.expires_at_ms == 0 && m.msg_id == 0)
+            self.paged.held.get(&seq).is_some_and(|m| m.msg_id == 0)
         }
     }
 
@@ -659,10 +737,15 @@ impl Queue {
         }
     }
 
+    /// The in-memory ready messages' share of the paging budget.
+    fn in_memory_bytes(&self, budget: PageBudget) -> usize {
+        self.ready.bytes() + self.ready.len() * budget.per_message
+    }
+
     /// When the in-memory head is empty, brings paged messages back into it, up to half of
     /// `budget` bytes (at least one message), reading bodies with `load`. Returns how many
     /// messages could not be read (they are dropped from the queue).
-    pub fn page_in(&mut self, budget: usize, mut load: impl FnMut(u64) -> Option<Message>) -> usize {
+    pub fn page_in(&mut self, budget: PageBudget, mut load: impl FnMut(u64) -> Option<Message>) -> usize {
         let mut lost = 0;
         while self.ready.is_empty() && !self.paged.is_empty() {
             while let Some((seq, p)) = self.paged.pop_front() {
@@ -678,7 +761,7 @@ impl Queue {
                             message: Arc::new(message),
                             redelivered: p.id & REDELIVERED != 0,
                             msg_id: p.id & !REDELIVERED,
-                            expires_at_ms: 0,
+                            expires_at_ms: self.paged.deadlines.remove(&seq).map_or(0, |(d, _)| d),
                             dead: false,
                             returns: 0,
                         },
@@ -690,7 +773,7 @@ impl Queue {
                 };
                 self.paged.bytes = self.paged.bytes.saturating_sub(m.message.body.len());
                 self.ready.push_back(m);
-                if self.ready.bytes() >= budget / 2 {
+                if self.in_memory_bytes(budget) >= budget.bytes / 2 {
                     break;
                 }
             }
@@ -703,14 +786,17 @@ impl Queue {
     }
 
     fn watch_expiry(&mut self, expires_at_ms: u64, seq: u64) {
-        if self.expiry.len() > 2 * (self.ready.len() + self.paged.held.len()) + EXPIRY_SLACK {
+        if self.expiry.len()
+            > 2 * (self.ready.len() + self.paged.held.len() + self.paged.deadlines.len()) + EXPIRY_SLACK
+        {
             let live = self
                 .ready
                 .iter()
                 .chain(self.paged.held.values())
                 .filter(|m| m.expires_at_ms != 0)
                 .map(|m| Reverse((m.expires_at_ms, m.seq)));
-            self.expiry = live.collect();
+            let paged = self.paged.deadlines.iter().map(|(&seq, &(d, _))| Reverse((d, seq)));
+            self.expiry = live.chain(paged).collect();
         }
         self.expiry.push(Reverse((expires_at_ms, seq)));
     }
@@ -740,8 +826,9 @@ impl Queue {
 
     /// Removes and returns the ready messages whose deadline is `now_ms` or earlier, wherever
     /// they are in the queue, in deadline order.
-    pub fn take_expired(&mut self, now_ms: u64) -> Vec<QueuedMessage> {
+    pub fn take_expired(&mut self, now_ms: u64) -> (Vec<QueuedMessage>, Vec<PagedExpired>) {
         let mut out = Vec::new();
+        let mut paged = Vec::new();
         while let Some(&Reverse((deadline, seq))) = self.expiry.peek() {
             if deadline > now_ms {
                 break;
@@ -754,9 +841,11 @@ impl Queue {
                 }
             } else if let Some(m) = self.paged.take_held(seq, deadline) {
                 out.push(m);
+            } else if let Some(p) = self.paged.take_paged_expired(seq, deadline) {
+                paged.push(p);
             }
         }
-        out
+        (out, paged)
     }
 
     /// Removes the ready message with sequence number `seq`, in memory or held among the paged

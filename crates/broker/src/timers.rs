@@ -54,8 +54,24 @@ impl Broker {
                 self.delete_queue_by_id(qid, fx);
                 continue;
             }
-            for m in q.take_expired(now) {
+            let (expired, paged) = q.take_expired(now);
+            for m in expired {
                 Self::dead_letter(q, m, Reason::Expired, &mut *self.journal, &mut self.dead_letters);
+            }
+            for p in paged {
+                // Read back only when it goes to a dead-letter exchange.
+                let dlx = q.features.as_deref().is_some_and(|f| f.dead_letter_exchange.is_some());
+                match dlx.then(|| self.journal.read(p.location)) {
+                    Some(Some(message)) => {
+                        let m = p.into_queued(message);
+                        Self::dead_letter(q, m, Reason::Expired, &mut *self.journal, &mut self.dead_letters);
+                    }
+                    Some(None) => {
+                        self.page_in_failures += 1;
+                        Self::forget(&mut *self.journal, q.id, p.msg_id);
+                    }
+                    None => Self::forget(&mut *self.journal, q.id, p.msg_id),
+                }
             }
             q.invariants();
             if let Some(next) = q.next_deadline_ms() {
