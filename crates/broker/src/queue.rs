@@ -393,6 +393,12 @@ impl Paged {
         Some((seq, r))
     }
 
+    fn get(&self, seq: u64) -> Option<&PagedRef> {
+        let i = usize::try_from(seq.checked_sub(self.front_seq)?).ok().filter(|&i| i < self.slots)?;
+        let g = self.head + i;
+        self.chunks.get(g / CHUNK)?.get(g % CHUNK)
+    }
+
     fn get_mut(&mut self, seq: u64) -> Option<&mut PagedRef> {
         let i = usize::try_from(seq.checked_sub(self.front_seq)?).ok().filter(|&i| i < self.slots)?;
         let g = self.head + i;
@@ -470,11 +476,7 @@ impl Paged {
         debug_assert_eq!(self.held.len(), self.entries().filter(|(_, p)| p.loc == HELD).count());
         debug_assert!(self.entries().filter(|(_, p)| p.loc == HELD).all(|(seq, _)| self.held.contains_key(&seq)));
         debug_assert!(self.front().is_none_or(|p| p.loc != DEAD));
-        debug_assert!(self.deadlines.keys().all(|seq| {
-            let i = seq.checked_sub(self.front_seq).map(|i| i as usize);
-            i.is_some_and(|i| i < self.slots)
-                && self.entries().nth(i.unwrap_or(0)).is_some_and(|(_, p)| p.loc != HELD && p.loc != DEAD)
-        }));
+        debug_assert!(self.deadlines.keys().all(|&seq| self.get(seq).is_some_and(|p| p.loc != HELD && p.loc != DEAD)));
     }
 }
 
@@ -669,8 +671,8 @@ impl Queue {
 
     /// Pages out the message just pushed with sequence number `seq`, whose journal record is at
     /// `location`, if the in-memory ready messages exceed `budget` bytes or messages are paged
-    /// already. Priority queues do not page, nor do messages with a deadline (they stay in
-    /// memory in their place). Returns true when it was paged out.
+    /// already. Priority queues do not page; a message with a deadline keeps it beside its
+    /// reference (`Paged::deadlines`). Returns true when it was paged out.
     pub fn page_out(&mut self, seq: u64, location: u64, budget: PageBudget) -> bool {
         if self.max_priority != 0 || location >= DEAD {
             return false;
