@@ -30,15 +30,15 @@ pub mod topic;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashSet, VecDeque};
-
-/// The broker's maps: std's `HashMap` with foldhash (randomly seeded per process) instead of
-/// SipHash, which was the largest item of the publish path after the socket calls.
-pub type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 
 use amqp_codec::properties::span_bytes;
 use amqp_codec::*;
+
+/// The broker's maps: std's `HashMap` with foldhash (randomly seeded per process) instead of
+/// SipHash, which was the largest item of the publish path after the socket calls.
+pub type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
 pub use channel::{Channel, Deferred, TxOp, Unacked};
 pub use dead_letter::{DeadLetter, Reason};
