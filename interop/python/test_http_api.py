@@ -132,6 +132,10 @@ def test_connections_channels_consumers_and_close(broker, api, uniq):
     assert len(chans) == 1 and chans[0]["consumer_count"] == 1 and chans[0]["number"] == 1
     cons = [x for x in api.ok("GET", "/consumers/%2F") if x["consumer_tag"] == uniq]
     assert cons[0]["queue"] == {"name": uniq, "vhost": "/"} and cons[0]["ack_required"] is True
+    queue = api.ok("GET", "/queues/%2F/" + q(uniq))
+    assert queue["consumer_capacity"] == 1.0, "a consumer with room takes every message at once"
+    ch.queue_declare("idle-" + uniq)
+    assert api.ok("GET", "/queues/%2F/" + q("idle-" + uniq))["consumer_capacity"] == 0.0
     r = api.delete("/connections/" + q(c["name"]), headers={"X-Reason": "bye " + uniq})
     assert r.status_code == 204
     with pytest.raises(pika.exceptions.ConnectionClosedByBroker) as e:

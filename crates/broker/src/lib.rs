@@ -2035,6 +2035,7 @@ impl Broker {
                 Self::dead_letter(q, m, Reason::Maxlen, &mut *self.journal, &mut self.dead_letters);
             }
         }
+        q.note_capacity(now);
         q.invariants();
     }
 

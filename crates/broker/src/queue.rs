@@ -268,6 +268,51 @@ impl Ready {
     }
 }
 
+/// The share of time a queue's consumers could take its messages at once (RabbitMQ's
+/// `consumer_capacity`, formerly `consumer_utilisation`): 1.0 when no message waited for a
+/// consumer with room, lower while ready messages waited with consumers at their prefetch or
+/// flow-control limit, 0 without consumers. Updated after each dispatch, computed per sample.
+#[derive(Debug, Default, Clone)]
+pub struct Capacity {
+    /// Since when ready messages have waited while consumers were attached.
+    blocked_since_ms: Option<u64>,
+    /// Blocked milliseconds in the current sample period.
+    blocked_ms: u64,
+    /// The last sample's value; None before the first sample.
+    last: Option<f64>,
+}
+
+impl Capacity {
+    /// The last sampled value, or the current state's before the first sample.
+    pub fn value(&self, has_consumers: bool) -> f64 {
+        match (has_consumers, self.last) {
+            (false, _) => 0.0,
+            (true, Some(v)) => v,
+            (true, None) => {
+                if self.blocked_since_ms.is_some() {
+                    0.0
+                } else {
+                    1.0
+                }
+            }
+        }
+    }
+
+    /// Closes a sample period of `period_ms` ending at `now_ms`.
+    pub fn sample(&mut self, now_ms: u64, period_ms: u64, has_consumers: bool) {
+        if let Some(since) = self.blocked_since_ms {
+            self.blocked_ms += now_ms.saturating_sub(since);
+            self.blocked_since_ms = Some(now_ms);
+        }
+        self.last = Some(if !has_consumers || period_ms == 0 {
+            0.0
+        } else {
+            1.0 - (self.blocked_ms.min(period_ms) as f64 / period_ms as f64)
+        });
+        self.blocked_ms = 0;
+    }
+}
+
 /// How much of a queue stays in memory before it pages (see `BrokerConfig::page_budget`).
 #[derive(Debug, Clone, Copy)]
 pub struct PageBudget {
@@ -543,6 +588,8 @@ pub struct Queue {
     pub policy_applied: bool,
     /// Message counters and rates (see `stats.rs`).
     pub stats: crate::stats::MessageStats,
+    /// Consumer capacity (RabbitMQ's `consumer_capacity`): see `Queue::note_capacity`.
+    pub capacity: Capacity,
     /// `x-message-deduplication`: the ids seen (see `dedup.rs`).
     pub dedup: Option<Box<crate::dedup::DedupWindow>>,
     pub ready: Ready,
@@ -596,6 +643,7 @@ impl Queue {
             policy_applied: false,
             dedup: crate::dedup::DedupWindow::from_arguments(&arguments),
             stats: Default::default(),
+            capacity: Capacity::default(),
             arguments,
             ready: Ready::default(),
             paged: Paged::default(),
@@ -935,6 +983,20 @@ impl Queue {
         match (self.next_expiry_ms(), unused) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
+        }
+    }
+
+    /// Records whether messages now wait although consumers are attached (all at their limit),
+    /// for `consumer_capacity`.
+    pub fn note_capacity(&mut self, now_ms: u64) {
+        let blocked = !self.consumers.is_empty() && self.ready_len() > 0;
+        match (blocked, self.capacity.blocked_since_ms) {
+            (true, None) => self.capacity.blocked_since_ms = Some(now_ms),
+            (false, Some(since)) => {
+                self.capacity.blocked_ms += now_ms.saturating_sub(since);
+                self.capacity.blocked_since_ms = None;
+            }
+            _ => {}
         }
     }
 

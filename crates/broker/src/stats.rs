@@ -156,8 +156,12 @@ impl crate::Broker {
     /// Computes every object's rates from the counts since the previous call, `secs` ago.
     pub fn sample_stats(&mut self, secs: f64) {
         self.totals.sample(secs);
+        let period_ms = (secs * 1000.0) as u64;
         for q in self.queues.values_mut() {
             q.stats.sample(secs);
+            q.note_capacity(self.now_ms);
+            let has_consumers = !q.consumers.is_empty();
+            q.capacity.sample(self.now_ms, period_ms, has_consumers);
         }
         for c in self.channels.values_mut() {
             c.stats.sample(secs);
@@ -266,5 +270,44 @@ mod broker_tests {
         let x = &b.vhosts["/"].exchanges["amq.direct"];
         assert_eq!((x.stats.count(Stat::PublishIn), x.stats.count(Stat::PublishOut)), (6, 4));
         assert_eq!(b.churn().queues_created, 1);
+    }
+
+    /// Proves consumer capacity: 1.0 while consumers take every message at once, lower for the
+    /// share of the period messages waited behind a consumer at its prefetch limit, 0 without
+    /// consumers.
+    #[test]
+    fn consumer_capacity_is_the_share_of_time_consumers_had_room() {
+        let (mut b, mut fx) = setup();
+        b.handle(1, 1, QueueDeclare { queue: "q".into(), ..Default::default() }.into(), T0, &mut fx).expect("q");
+        b.handle(1, 1, BasicQos { prefetch_count: 1, ..Default::default() }.into(), T0, &mut fx).expect("qos");
+        b.handle(1, 1, BasicConsume { queue: "q".into(), ..Default::default() }.into(), T0, &mut fx).expect("consume");
+        let m = || Message::with_properties("", "q", &BasicProperties::default(), "x".into());
+        b.publish(1, 1, PublishFlags::default(), m(), T0, &mut fx).expect("publish");
+        let capacity = |b: &Broker| {
+            let q = b.queue("/", "q").expect("q");
+            q.capacity.value(!q.consumers.is_empty())
+        };
+        assert_eq!(capacity(&b), 1.0, "the consumer took the message at once");
+        // A second message waits behind the unacked first: blocked from T0 ...
+        b.publish(1, 1, PublishFlags::default(), m(), T0, &mut fx).expect("publish");
+        b.tick(T0 + 1000, &mut fx);
+        b.sample_stats(1.0);
+        assert_eq!(capacity(&b), 0.0, "blocked for the whole second");
+        // ... until the ack half a second into the next period.
+        b.handle(1, 1, BasicAck { delivery_tag: 1, multiple: false }.into(), T0 + 1500, &mut fx).expect("ack");
+        b.tick(T0 + 2000, &mut fx);
+        b.sample_stats(1.0);
+        assert_eq!(capacity(&b), 0.5);
+        b.handle(
+            1,
+            1,
+            BasicCancel { consumer_tag: b.queue("/", "q").expect("q").consumers[0].tag.to_string(), nowait: false }
+                .into(),
+            T0 + 2000,
+            &mut fx,
+        )
+        .expect("cancel");
+        b.sample_stats(1.0);
+        assert_eq!(capacity(&b), 0.0, "no consumers");
     }
 }
