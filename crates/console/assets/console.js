@@ -339,6 +339,38 @@
     return { el: h('div', { class: 'chart-box' }, h('h3', null, title), canvas, legend), draw };
   }
 
+  // A chart of one object's rates since the page opened: polls `path` every REFRESH_MS (as the
+  // queue page does) and plots `series` [{label, key}]: the API's `<key>_details.rate` from
+  // message_stats, or, for a top-level counter (`counter: true`, e.g. recv_oct), its growth
+  // between two polls.
+  function objectRatesChart(ctx, title, path, series) {
+    const history = [];
+    const value = (i, s) => {
+      if (!s.counter) return rateOf(history[i].o, s.key) || 0;
+      if (i === 0) return 0;
+      const dt = (history[i].t - history[i - 1].t) / 1000;
+      const dv = (history[i].o[s.key] || 0) - (history[i - 1].o[s.key] || 0);
+      return dt > 0 && dv > 0 ? dv / dt : 0;
+    };
+    const c = chart(title, series.map((s) => ({ label: s.label, get: (i) => value(i, s) })), '/s', () => history);
+    const poll = async () => {
+      let o;
+      try {
+        o = await api('GET', path);
+      } catch (e) {
+        return; // gone or unreachable: keep what was drawn
+      }
+      if (!ctx.alive()) return;
+      history.push({ t: Date.now(), o });
+      if (history.length > SAMPLES_MAX) history.shift();
+      c.draw();
+    };
+    return {
+      el: h('div', { class: 'charts' }, c.el),
+      start: async () => { await poll(); if (ctx.alive()) ctx.every(REFRESH_MS, poll); },
+    };
+  }
+
   // ---------------------------------------------------------------- routing
 
   const routes = [
@@ -648,6 +680,13 @@
       ['Connected at', c.connected_at ? new Date(c.connected_at).toISOString() : ''],
       c.user_provided_name ? ['Name given by client', c.user_provided_name] : null,
     ])));
+    const io = objectRatesChart(ctx, 'Data rates', `/connections/${enc(name)}`, [
+      { label: 'Received (bytes)', key: 'recv_oct', counter: true },
+      { label: 'Sent (bytes)', key: 'send_oct', counter: true },
+    ]);
+    main.append(io.el);
+    await io.start();
+    if (!ctx.alive()) return;
     main.append(section('Client properties', json(c.client_properties || {})));
     main.append(section('Channels', channelTable(chans)));
     main.append(section('Close this connection', form('close-connection', async (f) => {
@@ -690,6 +729,15 @@
       ['Unacked', fmtNum(c.messages_unacknowledged)], ['Unconfirmed', fmtNum(c.messages_unconfirmed)],
       ['Rates', ['publish', 'confirm', 'deliver_get', 'ack'].map((k) => `${k} ${fmtRate(rateOf(c, k) || 0)}`).join(' · ')],
     ])));
+    const rates = objectRatesChart(ctx, 'Message rates', `/channels/${enc(name)}`, [
+      { label: 'Publish', key: 'publish' },
+      { label: 'Confirm', key: 'confirm' },
+      { label: 'Deliver / get', key: 'deliver_get' },
+      { label: 'Ack', key: 'ack' },
+    ]);
+    main.append(rates.el);
+    await rates.start();
+    if (!ctx.alive()) return;
     const all = await api('GET', `/consumers/${enc(c.vhost)}`);
     if (!ctx.alive()) return;
     main.append(section('Consumers', table([
@@ -807,6 +855,13 @@
       ['Rates', `in ${fmtRate(rateOf(x, 'publish_in') || 0)} · out ${fmtRate(rateOf(x, 'publish_out') || 0)}`],
       ['Arguments', Object.keys(x.arguments || {}).length ? json(x.arguments) : 'none'],
     ])));
+    const rates = objectRatesChart(ctx, 'Message rates', base, [
+      { label: 'In', key: 'publish_in' },
+      { label: 'Out', key: 'publish_out' },
+    ]);
+    main.append(rates.el);
+    await rates.start();
+    if (!ctx.alive()) return;
 
     const fromHere = h('div');
     const toHere = h('div');

@@ -281,12 +281,15 @@ test('a connection opened by an AMQP client appears, with its channel, and is cl
   await page.locator('#channels tbody tr').first().locator('a').first().click();
   await page.waitForSelector('#channel-consumers td:text-is("console-tag")');
   assert.match(await page.textContent('main'), /7 per consumer/);
+  // The channel's own rate chart, polled like the queue page's.
+  assert.match(await page.textContent('.chart-box:has-text("Message rates") .legend'), /Publish: .*Confirm: .*Deliver \/ get: .*Ack: /);
   await shot(page, '08-channel');
 
   await visit(page, '#/connections', '#connections');
   await row.locator('a').click();
   await page.waitForSelector('#close-connection');
   assert.match(await page.textContent('main'), /console-test/);
+  assert.match(await page.textContent('.chart-box:has-text("Data rates") .legend'), /Received \(bytes\): .*Sent \(bytes\): /);
   await shot(page, '09-connection');
   await page.fill('#close-connection input[name=reason]', 'closed by the browser test');
   await page.click('#close-connection button[type=submit]');
@@ -442,6 +445,7 @@ test('an exchange is unbound and deleted from its page; the overview charts the 
   await shot(page, '16-overview-with-messages');
   await visit(page, '#/exchanges/%2F/gone-x', '#bindings-source');
   await page.waitForSelector('#bindings-source td:text-is("a.#")');
+  assert.match(await page.textContent('.chart-box:has-text("Message rates") .legend'), /In: .*Out: /);
   await page.locator('#bindings-source tr', { hasText: 'a.#' }).locator('button').click();
   await page.waitForSelector('#bindings-source tbody tr.empty');
   assert.deepEqual((await call('GET', '/bindings/%2F/e/gone-x/q/gone-q')).body, []);
