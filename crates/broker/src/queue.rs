@@ -671,23 +671,12 @@ impl Queue {
         redelivered: bool,
         expires_at_ms: u64,
     ) -> u64 {
-        self.push_returned(message, msg_id, redelivered, expires_at_ms, 0)
+        self.push_restored_returned(message, msg_id, redelivered, expires_at_ms, 0)
     }
 
     /// `push_restored` for a message that already came back `returns` times (recovery of a
-    /// queue with a delivery limit); it stays in memory.
+    /// queue with a delivery limit).
     pub fn push_restored_returned(
-        &mut self,
-        message: Arc<Message>,
-        msg_id: crate::MessageId,
-        redelivered: bool,
-        expires_at_ms: u64,
-        returns: u32,
-    ) -> u64 {
-        self.push_returned(message, msg_id, redelivered, expires_at_ms, returns)
-    }
-
-    fn push_returned(
         &mut self,
         message: Arc<Message>,
         msg_id: crate::MessageId,

@@ -67,8 +67,9 @@ pub struct Config {
     #[arg(long, default_value_t = 0.6)]
     pub vm_memory_high_watermark: f64,
 
-    /// Bytes of message bodies a durable queue keeps in memory; persistent messages beyond it
-    /// stay only on disk and are read back when consumers reach them.
+    /// Bytes of ready messages a queue keeps in memory, each counted as its body plus 160 bytes;
+    /// messages beyond it stay only on disk and are read back when consumers reach them
+    /// (priority queues keep everything in memory).
     #[arg(long, default_value_t = 16 * 1024 * 1024)]
     pub queue_memory_max: usize,
 
