@@ -87,6 +87,50 @@ def test_consumed_segments_are_removed_from_disk(broker_factory, uniq):
     assert ch.queue_declare(uniq, durable=True, passive=True).method.message_count == 0
 
 
+def test_definitions_log_is_compacted_and_survives_kill_9(broker_factory, uniq):
+    """Declaring and deleting many durable queues grows the definitions log only up to
+    --definitions-compaction-bytes (then it is rewritten as the definitions in force); after
+    SIGKILL the kept queues, their binding and messages are back, the deleted ones are not, and
+    a queue declared after the restart does not receive a deleted queue's messages."""
+    data_dir = broker_factory.new_data_dir()
+    limit = 64 * 1024
+    b1 = broker_factory.start(data_dir, ["--definitions-compaction-bytes", str(limit)])
+    ch = b1.connect().channel()
+    ch.exchange_declare("cx-" + uniq, "topic", durable=True)
+    ch.queue_declare("keep-" + uniq, durable=True)
+    ch.queue_bind("keep-" + uniq, "cx-" + uniq, "k.#")
+    ch.confirm_delivery()
+    for i in range(600):
+        q = "churn-%s-%d" % (uniq, i)
+        ch.queue_declare(q, durable=True)
+        ch.queue_bind(q, "cx-" + uniq, "c.%d" % i)
+        if i == 599:
+            # The newest queue dies with a message in it.
+            ch.basic_publish("cx-" + uniq, "c.599", b"doomed", pika.BasicProperties(delivery_mode=2))
+        ch.queue_delete(q)
+    ch.basic_publish("cx-" + uniq, "k.1", b"kept", pika.BasicProperties(delivery_mode=2))
+    defs_dir = os.path.join(data_dir, "journal", "definitions")
+    size = lambda: sum(os.path.getsize(os.path.join(defs_dir, f)) for f in os.listdir(defs_dir))
+    # 600 declarations, bindings and deletions write some 200 KB of records; the timer compacts
+    # within a second of passing the limit.
+    wait_for(5, lambda: size() < limit)
+    b1.proc.send_signal(signal.SIGKILL)
+    b1.proc.wait(timeout=5)
+
+    b2 = broker_factory.start(data_dir, ["--definitions-compaction-bytes", str(limit)])
+    ch = b2.connect().channel()
+    assert ch.queue_declare("keep-" + uniq, durable=True, passive=True).method.message_count == 1
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker) as e:
+        ch.queue_declare("churn-%s-7" % uniq, passive=True)
+    assert e.value.reply_code == 404
+    ch = b2.connect().channel()
+    ch.queue_declare("fresh-" + uniq, durable=True)
+    assert ch.queue_declare("fresh-" + uniq, passive=True).method.message_count == 0
+    ch.confirm_delivery()
+    ch.basic_publish("cx-" + uniq, "k.2", b"routed", pika.BasicProperties(delivery_mode=2), mandatory=True)
+    assert ch.queue_declare("keep-" + uniq, passive=True).method.message_count == 2
+
+
 def test_disk_alarm_blocks_publishers_but_not_consumers(broker_factory, uniq):
     """With free disk below --disk-free-limit, a publishing connection is sent connection.blocked
     and its further publishes are not read, while another connection still consumes."""

@@ -55,7 +55,16 @@ pub struct StoreJournal {
     acks_dirty: bool,
     /// Location of the latest published message record (see `Journal::last_location`).
     last_location: Option<u64>,
+    /// Size of the definitions log right after its last compaction (0: none since opening).
+    definitions_compacted_bytes: u64,
+    /// Below this size the definitions log is never compacted.
+    definitions_compaction_min_bytes: u64,
 }
+
+/// The definitions log is compacted once it holds at least this much and twice what its last
+/// compaction wrote: a compaction costs a write of the state, so the history it replaces must
+/// outweigh it. 4 MiB is some 20,000 queue declarations and deletions.
+pub const DEFINITIONS_COMPACTION_MIN_BYTES: u64 = 4 << 20;
 
 /// A message record's location packed in a u64: segment number above, offset below 32 bits.
 /// None when either does not fit (then the message is never paged out).
@@ -185,9 +194,32 @@ impl StoreJournal {
             head: BytesMut::new(),
             acks_dirty: false,
             last_location: None,
+            definitions_compacted_bytes: 0,
+            definitions_compaction_min_bytes: DEFINITIONS_COMPACTION_MIN_BYTES,
         };
         j.collect_garbage();
         Ok((j, stats))
+    }
+
+    /// Lowers (tests) or raises the size below which the definitions log is never compacted.
+    pub fn set_definitions_compaction_min_bytes(&mut self, bytes: u64) {
+        self.definitions_compaction_min_bytes = bytes;
+    }
+
+    fn write_definitions_snapshot(&mut self, snapshot: &[Definition]) -> Result<(), StoreError> {
+        let first = self.definitions.start_segment()?;
+        for d in snapshot {
+            self.definitions.append(RECORD_DEFINITION, &[&encode_definition(d)])?;
+        }
+        self.definitions.flush_and_sync()?;
+        // Oldest first, so that a crash leaves a later part of the history, which the snapshot
+        // after it overrides.
+        for s in self.definitions.segments() {
+            if s.number < first {
+                self.definitions.delete_segment(s.number)?;
+            }
+        }
+        self.definitions.flush_and_sync()
     }
 
     fn segment_for(&self, msg_id: MessageId) -> Option<u64> {
@@ -430,6 +462,19 @@ impl Journal for StoreJournal {
         let r = self.definitions.append(RECORD_DEFINITION, &[&payload]).and_then(|_| self.definitions.flush_and_sync());
         if let Err(e) = r {
             self.fail("definitions log", e);
+        }
+    }
+
+    fn definitions_compaction_due(&self) -> bool {
+        self.failed.is_none()
+            && self.definitions.size_bytes()
+                > self.definitions_compaction_min_bytes.max(2 * self.definitions_compacted_bytes)
+    }
+
+    fn compact_definitions(&mut self, snapshot: &[Definition]) {
+        match self.write_definitions_snapshot(snapshot) {
+            Ok(()) => self.definitions_compacted_bytes = self.definitions.size_bytes(),
+            Err(e) => self.fail("definitions log", e),
         }
     }
 

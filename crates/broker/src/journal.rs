@@ -116,6 +116,12 @@ pub enum Definition {
         name: String,
         operator: bool,
     },
+    /// Queue ids below `next` were handed out (written by compaction, which may drop the record
+    /// of the newest queue when it was deleted): ids are never reused, so that records of a
+    /// deleted queue still in the message or ack log can never be taken for a new queue's.
+    QueueIdFloor {
+        next: QueueId,
+    },
 }
 
 /// The broker's calls into durable storage. Appends are buffered; `written` numbers them.
@@ -154,6 +160,18 @@ pub trait Journal: Send + std::fmt::Debug {
     /// A durable definition changed. Written and synced before this returns: declarations are
     /// rare and their -ok must mean durable.
     fn define(&mut self, definition: &Definition);
+    /// True when the definitions written since the last compaction outweigh the state they
+    /// describe enough for `compact_definitions` to be worth its write.
+    fn definitions_compaction_due(&self) -> bool {
+        false
+    }
+    /// Replaces every definition written so far with `snapshot`, the broker's whole durable state
+    /// (`Broker::definitions_snapshot`), synced before this returns. A crash part-way leaves
+    /// the old records, or a later part of them, followed by the snapshot: replaying that gives
+    /// the same state, as each snapshot record overwrites what it names.
+    fn compact_definitions(&mut self, snapshot: &[Definition]) {
+        let _ = snapshot;
+    }
     /// The highest sequence number handed out so far.
     fn written(&self) -> u64;
     /// Starts a group commit of everything appended so far, or None when no confirm waits for
@@ -388,6 +406,10 @@ pub fn encode_definition(d: &Definition) -> BytesMut {
             t.insert("name", s(name));
             t.insert("operator", FieldValue::Bool(*operator));
         }
+        Definition::QueueIdFloor { next } => {
+            t.insert("t", s("queue-id-floor"));
+            t.insert("next", FieldValue::I64(*next as i64));
+        }
     }
     let mut out = BytesMut::new();
     // Encoding a table of short keys cannot fail.
@@ -443,6 +465,7 @@ pub fn decode_definition(payload: &[u8]) -> Option<Definition> {
             operator: b("operator"),
         },
         "policy-deleted" => Definition::PolicyDeleted { vhost: s("vhost")?, name: s("name")?, operator: b("operator") },
+        "queue-id-floor" => Definition::QueueIdFloor { next: t.get("next").and_then(FieldValue::as_i64)? as u64 },
         other => return crate::auth::decode_definition(other, &t),
     })
 }

@@ -12,6 +12,7 @@ mod ack_timeout;
 pub mod admin;
 pub mod auth;
 pub mod channel;
+mod compaction;
 pub mod dead_letter;
 pub mod dedup;
 pub mod delayed;
@@ -2088,6 +2089,9 @@ impl Broker {
                     }
                 }
             }
+            // Ids are never reused: a second record of the same id (a compaction interrupted by a
+            // crash replays old records, then the snapshot) names the same queue.
+            Definition::Queue { id, .. } if self.queues.contains_key(&id) => {}
             Definition::Queue { id, vhost, name, auto_delete, arguments } => {
                 if let Some(v) = self.vhosts.get_mut(&vhost) {
                     v.queues.insert(name.clone(), id);
@@ -2121,6 +2125,7 @@ impl Broker {
                 self.unarmed.extend(changed);
                 self.dirty.clear();
             }
+            Definition::QueueIdFloor { next } => self.next_queue_id = self.next_queue_id.max(next),
             // Applied by `auth.apply` above.
             Definition::User { .. }
             | Definition::UserDeleted { .. }
@@ -2333,6 +2338,8 @@ fn validate_queue_arguments(args: &FieldTable, name: &str, vhost: &str) -> Resul
     Ok(())
 }
 
+#[cfg(test)]
+mod compaction_tests;
 #[cfg(test)]
 mod delayed_tests;
 #[cfg(test)]

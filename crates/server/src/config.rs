@@ -73,6 +73,13 @@ pub struct Config {
     #[arg(long, default_value_t = 16 * 1024 * 1024)]
     pub queue_memory_max: usize,
 
+    /// Size the definitions log (durable vhosts, users, policies, exchanges, queues, bindings)
+    /// may reach before it is rewritten as a snapshot of the definitions in force; it is also
+    /// rewritten whenever it doubles since the last snapshot. Keeps the log, and restart time,
+    /// bounded however many durable queues are declared and deleted.
+    #[arg(long, default_value_t = 4 * 1024 * 1024)]
+    pub definitions_compaction_bytes: u64,
+
     /// Milliseconds a delivery may stay unacknowledged before its channel is closed with 406
     /// (RabbitMQ's consumer_timeout); 0 turns it off. Queues (x-consumer-timeout, policy key
     /// consumer-timeout) and consumers (x-consumer-timeout) may set their own.

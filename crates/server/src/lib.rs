@@ -192,7 +192,7 @@ pub fn open_broker(config: &Config) -> anyhow::Result<Broker> {
     let mut broker = Broker::new(broker_config, seed);
     let dir = config.data_dir.join("journal");
     let started = std::time::Instant::now();
-    let (journal, stats) =
+    let (mut journal, stats) =
         StoreJournal::open(&dir, Arc::new(FsDisk), &mut broker, |line| tracing::info!("recovery: {line}"))
             .map_err(|e| anyhow::anyhow!("cannot open the journal in {}: {e}", dir.display()))?;
     if stats.damaged_regions > 0 {
@@ -204,7 +204,11 @@ pub fn open_broker(config: &Config) -> anyhow::Result<Broker> {
         stats.messages,
         started.elapsed().as_millis()
     );
+    journal.set_definitions_compaction_min_bytes(config.definitions_compaction_bytes);
     broker.set_journal(Box::new(journal));
+    if broker.compact_definitions_if_due() {
+        tracing::info!("recovery: compacted the definitions log");
+    }
     if broker.auth_uninitialized() {
         // RabbitMQ compat: a fresh node gets the default user, an administrator with full
         // permissions on "/".
@@ -370,6 +374,9 @@ fn ticker(shared: &Shared) {
             let written = broker.journal_mut().written();
             let next = broker.tick(now_ms(), &mut fx);
             shared.dispatch(&mut fx);
+            if broker.compact_definitions_if_due() {
+                tracing::info!("compacted the definitions log");
+            }
             if broker.journal_mut().written() != written {
                 // Dead-lettered persistent messages were journaled.
                 shared.wake_syncer();

@@ -480,6 +480,21 @@ impl Log {
         Ok(())
     }
 
+    /// Seals the active segment and starts a new one, whose number it returns: every record
+    /// appended from now on lives in that segment or later ones. For compaction: write a snapshot
+    /// from a fresh segment, sync it, then delete the segments before it.
+    ///
+    /// Errors: `Poisoned`, or `Io` from writing out the buffered records (the log is poisoned).
+    pub fn start_segment(&mut self) -> Result<u64> {
+        self.check_writable()?;
+        let result = self.roll();
+        self.poison_on_err(result)?;
+        if cfg!(debug_assertions) {
+            self.invariants();
+        }
+        Ok(self.active.as_ref().expect("roll() leaves an active segment").number)
+    }
+
     /// Segment files deleted with [`Log::delete_segment_later`] and not removed yet.
     pub fn pending_removals(&self) -> usize {
         self.removals.len()
