@@ -5,11 +5,13 @@ checked through AMQP and the HTTP API."""
 import json
 import os
 import stat
+import subprocess
+import threading
 
 import pika
 import pytest
 
-from admin_util import Api, ctl, login
+from admin_util import Api, ctl, login, warrenctl_binary
 from conftest import wait_for
 
 
@@ -202,3 +204,56 @@ def test_reset_survives_restart(broker_factory):
     assert [v["name"] for v in api.ok("GET", "/vhosts")] == ["/"]
     assert api.ok("GET", "/queues") == []
     login(b, "guest", "guest").close()
+
+
+def test_authenticate_user_and_clear_password(node):
+    ok(node, "add_user", "carol", "secret")
+    out = ok(node, "authenticate_user", "carol", "secret")
+    assert out.splitlines() == ['Authenticating user "carol" ...', "Success"]
+    r = ctl(node, "authenticate_user", "carol", "wrong")
+    assert r.returncode == 65, (r.stdout, r.stderr)
+    assert 'failed to authenticate user "carol"' in r.stderr and "invalid credentials" in r.stderr
+    assert ctl(node, "authenticate_user", "nobody", "x").returncode == 65
+    assert ok(node, "clear_password", "carol").startswith('Clearing password for user "carol" ...')
+    assert ctl(node, "authenticate_user", "carol", "secret").returncode == 65
+    with pytest.raises(pika.exceptions.ProbableAuthenticationError):
+        login(node, "carol", "secret")
+    assert ctl(node, "clear_password", "nobody").returncode == 65
+
+
+def test_close_all_connections(node):
+    ok(node, "add_vhost", "v2")
+    ok(node, "set_permissions", "-p", "v2", "guest", ".*", ".*", ".*")
+    closed = []
+    in_default = [node.connect() for _ in range(2)]
+    in_v2 = node.connect(virtual_host="v2")
+    api = Api(node)
+    wait_for(5, lambda: len(api.ok("GET", "/connections")) == 3)
+    out = ok(node, "close_all_connections", "maintenance")
+    assert "Closing all connections in vhost / ..." in out
+    for c in in_default:
+        with pytest.raises(pika.exceptions.ConnectionClosedByBroker) as e:
+            c.process_data_events(time_limit=2)
+            c.channel()
+        closed.append((e.value.reply_code, e.value.reply_text))
+    assert closed == [(320, "CONNECTION_FORCED - maintenance")] * 2
+    in_v2.process_data_events(time_limit=0.2)
+    assert in_v2.is_open, "a connection to another vhost is left alone"
+    ok(node, "close_all_connections", "--global", "everyone")
+    with pytest.raises(pika.exceptions.ConnectionClosedByBroker):
+        in_v2.process_data_events(time_limit=2)
+        in_v2.channel()
+
+
+def test_await_startup_waits_for_a_node_that_is_starting(broker_factory):
+    d = broker_factory.new_data_dir()
+    env = dict(os.environ, WARREN_DATA_DIR=d)
+    waiter = subprocess.Popen([warrenctl_binary(), "await_startup", "--timeout", "30"], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    started = []
+    t = threading.Timer(1.0, lambda: started.append(broker_factory.start(d)))
+    t.start()
+    assert waiter.wait(timeout=40) == 0, waiter.stderr.read()
+    t.join()
+    assert started, "await_startup returned before the node was started"
+    ok(started[0], "await_startup")

@@ -45,6 +45,11 @@ struct Command {
 const COMMANDS: &[Command] = &[
     Command { name: "status", args: "", about: "Displays status of a node" },
     Command {
+        name: "await_startup",
+        args: "[--timeout <seconds>]",
+        about: "Waits for the node to finish booting and accept connections",
+    },
+    Command {
         name: "cluster_status",
         args: "",
         about: "Displays all the nodes in the cluster (this node until clustering exists)",
@@ -65,6 +70,16 @@ const COMMANDS: &[Command] = &[
     Command { name: "delete_user", args: "<username>", about: "Removes a user from the internal database" },
     Command { name: "change_password", args: "<username> <password>", about: "Changes the user password" },
     Command { name: "list_users", args: "", about: "List user names and tags" },
+    Command {
+        name: "authenticate_user",
+        args: "<username> <password>",
+        about: "Attempts to authenticate a user. Exits with a non-zero code if authentication fails.",
+    },
+    Command {
+        name: "clear_password",
+        args: "<username>",
+        about: "Clears (resets) password and disables password login for a user",
+    },
     Command { name: "set_user_tags", args: "<username> <tag> [...]", about: "Sets user tags" },
     Command { name: "add_vhost", args: "<vhost>", about: "Creates a virtual host" },
     Command { name: "delete_vhost", args: "<vhost>", about: "Deletes a virtual host" },
@@ -111,6 +126,11 @@ const COMMANDS: &[Command] = &[
         args: "<connection name> <explanation>",
         about: "Instructs the broker to close the connection associated with the name",
     },
+    Command {
+        name: "close_all_connections",
+        args: "[-p <vhost> --limit <limit>] [-n <node> --global] [--per-connection-delay <ms>] <explanation>",
+        about: "Instructs the broker to close all connections for the specified vhost or entire RabbitMQ node",
+    },
     Command { name: "purge_queue", args: "[-p <vhost>] <queue>", about: "Purges a queue (removes all messages in it)" },
     Command {
         name: "delete_queue",
@@ -140,7 +160,7 @@ const COMMANDS: &[Command] = &[
 ];
 
 /// Parsed command line.
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct Args {
     command: Option<String>,
     positional: Vec<String>,
@@ -192,7 +212,15 @@ fn parse_args(argv: Vec<String>) -> Result<Args, Failure> {
             "--username" => a.username = Some(take(&mut it)?),
             "--password" => a.password = Some(take(&mut it)?),
             "-t" | "--timeout" => {
-                take(&mut it)?;
+                let v = take(&mut it)?;
+                a.flags.insert("timeout".into(), v);
+            }
+            "--global" => {
+                a.flags.insert("global".into(), "true".into());
+            }
+            "--limit" | "--per-connection-delay" => {
+                let v = take(&mut it)?;
+                a.flags.insert(name.trim_start_matches('-').to_owned(), v);
             }
             "-e" | "--if-empty" => {
                 a.flags.insert("if-empty".into(), "true".into());
@@ -280,11 +308,19 @@ fn main() -> ExitCode {
         command_help(cmd);
         return ExitCode::from(EX_OK);
     }
-    let ctl = match Ctl::connect(args) {
-        Ok(c) => c,
-        Err(Failure(code, msg)) => {
-            eprintln!("Error: {msg}");
-            return ExitCode::from(code);
+    // await_startup also waits for the node's control file, written as it starts listening.
+    let wait_secs = args.flags.get("timeout").and_then(|t| t.parse::<u64>().ok()).unwrap_or(300);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(wait_secs);
+    let ctl = loop {
+        match Ctl::connect(args.clone()) {
+            Ok(c) => break c,
+            Err(_) if cmd.name == "await_startup" && std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(200));
+            }
+            Err(Failure(code, msg)) => {
+                eprintln!("Error: {msg}");
+                return ExitCode::from(code);
+            }
         }
     };
     match ctl.run(cmd) {
@@ -520,6 +556,20 @@ impl Ctl {
                 );
                 Ok(())
             }
+            "await_startup" => {
+                self.need(0, 0)?;
+                // The node answers once it has recovered and listens (it binds after recovery);
+                // until then, or until it writes its control file, keep asking.
+                let secs = self.args.flags.get("timeout").and_then(|t| t.parse::<u64>().ok()).unwrap_or(300);
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+                loop {
+                    match self.call("GET", "/overview", None) {
+                        Ok(_) => return Ok(()),
+                        Err(f) if std::time::Instant::now() >= deadline => return Err(f),
+                        Err(_) => std::thread::sleep(std::time::Duration::from_millis(200)),
+                    }
+                }
+            }
             "cluster_status" => {
                 self.need(0, 0)?;
                 let name = self.node_name()?;
@@ -590,6 +640,35 @@ impl Ctl {
                 self.info(format!("Setting tags for user \"{u}\" to [{}] ...", tags.join(", ")));
                 let body = json!({"password_hash": user["password_hash"], "hashing_algorithm": user["hashing_algorithm"], "tags": tags});
                 self.call("PUT", &format!("/users/{}", enc(u)), Some(body))?;
+                Ok(())
+            }
+            "authenticate_user" => {
+                self.need(2, 2)?;
+                let u = self.pos(0);
+                self.info(format!("Authenticating user \"{u}\" ..."));
+                match self.call("POST", "/warren/authenticate", Some(json!({"username": u, "password": self.pos(1)}))) {
+                    Ok(_) => {
+                        println!("Success");
+                        Ok(())
+                    }
+                    Err(Failure(EX_DATAERR, reason)) => {
+                        Err(Failure(EX_DATAERR, format!("Error: failed to authenticate user \"{u}\"\n{reason}")))
+                    }
+                    Err(f) => Err(f),
+                }
+            }
+            "clear_password" => {
+                self.need(1, 1)?;
+                let u = self.pos(0);
+                let user = self
+                    .call("GET", &format!("/users/{}", enc(u)), None)
+                    .map_err(|_| Failure(EX_DATAERR, format!("User \"{u}\" does not exist")))?;
+                self.info(format!("Clearing password for user \"{u}\" ..."));
+                self.call(
+                    "PUT",
+                    &format!("/users/{}", enc(u)),
+                    Some(json!({"password_hash": "", "tags": user["tags"]})),
+                )?;
                 Ok(())
             }
             "list_users" => {
@@ -835,6 +914,37 @@ impl Ctl {
                 self.info(format!("Closing connection \"{name}\", reason: {why}..."));
                 // The reason travels in the X-Reason header, as with RabbitMQ's API.
                 self.call_with("DELETE", &format!("/connections/{}", enc(name)), None, &[("X-Reason", why)])?;
+                Ok(())
+            }
+            "close_all_connections" => {
+                self.need(1, 1)?;
+                let why = self.pos(0);
+                let global = self.args.flags.contains_key("global");
+                let number = |k: &str| -> Result<Option<u64>, Failure> {
+                    self.args
+                        .flags
+                        .get(k)
+                        .map(|s| s.parse::<u64>().map_err(|_| usage(format!("--{k} must be a non-negative integer"))))
+                        .transpose()
+                };
+                let limit = number("limit")?.unwrap_or(u64::MAX) as usize;
+                let delay = number("per-connection-delay")?.unwrap_or(0);
+                let path = if global { "/connections".to_owned() } else { format!("/vhosts/{ev}/connections") };
+                if global {
+                    self.info(format!("Closing all connections to node {} (across all vhosts)", self.node_name()?));
+                } else {
+                    self.info(format!("Closing all connections in vhost {v} ..."));
+                }
+                let items = self.call("GET", &path, None)?;
+                for c in items.as_array().map_or(&[][..], Vec::as_slice).iter().take(limit) {
+                    let Some(name) = c["name"].as_str() else { continue };
+                    // Gone already (closed by its client meanwhile) is fine.
+                    let _ =
+                        self.call_with("DELETE", &format!("/connections/{}", enc(name)), None, &[("X-Reason", why)]);
+                    if delay > 0 {
+                        std::thread::sleep(std::time::Duration::from_millis(delay));
+                    }
+                }
                 Ok(())
             }
             "purge_queue" => {

@@ -652,6 +652,17 @@ pub fn route(node: &dyn Node, r: &Req) -> ApiResult {
         }
 
         // ---- node control (warrenctl) ----
+        (&M::POST, ["warren", "authenticate"]) => {
+            // warrenctl authenticate_user: the password check of an AMQP login, nothing else.
+            who.require_admin()?;
+            let body = r.json()?;
+            let field = |k: &str| body.get(k).and_then(Value::as_str).unwrap_or("").to_owned();
+            let (user, password) = (field("username"), field("password"));
+            match with(node, |b, _| b.authenticate(&user, &password, true, "").map(|u| u.tags.clone())) {
+                Ok(tags) => ok_json(json!({"name": user, "tags": tags})),
+                Err(_) => Err(ApiError::bad_request(format!("user '{user}' - invalid credentials"))),
+            }
+        }
         (&M::POST, ["warren", "node", action]) => {
             who.require_admin()?;
             node_control(node, action)
