@@ -257,3 +257,55 @@ def test_await_startup_waits_for_a_node_that_is_starting(broker_factory):
     t.join()
     assert started, "await_startup returned before the node was started"
     ok(started[0], "await_startup")
+
+
+def test_vhost_limits(broker_factory):
+    """set_vhost_limits / list_vhost_limits / clear_vhost_limits as rabbitmqctl's, enforced with
+    RabbitMQ's codes and texts, visible in the HTTP API and kept across a restart."""
+    d = broker_factory.new_data_dir()
+    node = broker_factory.start(d)
+    ok(node, "add_vhost", "lim")
+    ok(node, "set_permissions", "-p", "lim", "guest", ".*", ".*", ".*")
+    out = ok(node, "set_vhost_limits", "-p", "lim", '{"max-connections": 1, "max-queues": 1}')
+    assert 'Applying limits for vhost "lim" ...' in out
+    assert json.loads(ok(node, "-q", "list_vhost_limits", "-p", "lim")) == {"max-connections": 1, "max-queues": 1}
+    assert Api(node).ok("GET", "/vhost-limits") == [
+        {"vhost": "lim", "value": {"max-connections": 1, "max-queues": 1}}]
+    first = node.connect(virtual_host="lim")
+    with pytest.raises(pika.exceptions.ProbableAccessDeniedError) as e:
+        node.connect(virtual_host="lim")
+    assert "(530) \"NOT_ALLOWED - access to vhost 'lim' refused for user 'guest': connection limit (1) is reached\"" \
+        in str(e.value)
+    ch = first.channel()
+    ch.queue_declare("one")
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker) as e:
+        ch.queue_declare("two")
+    assert e.value.reply_code == 406
+    assert e.value.reply_text == \
+        "PRECONDITION_FAILED - cannot declare queue 'two': queue limit in vhost 'lim' (1) is reached"
+    first.close()
+    # The definition replaces every limit the vhost had.
+    ok(node, "set_vhost_limits", "-p", "lim", '{"max-queues": 5}')
+    assert json.loads(ok(node, "-q", "list_vhost_limits", "-p", "lim")) == {"max-queues": 5}
+    assert ctl(node, "set_vhost_limits", "-p", "lim", '{"max-channels": 5}').returncode == 65
+    assert ctl(node, "set_vhost_limits", "-p", "lim", '{"max-queues": "x"}').returncode == 65
+    api = Api(node)
+    assert api.put("/vhost-limits/lim/max-connections", {"value": 2}).status_code == 204
+    assert api.put("/vhost-limits/lim/max-channels", {"value": 2}).status_code == 400
+    assert api.put("/vhost-limits/lim/max-queues", {"value": "many"}).status_code == 400
+    assert api.put("/vhost-limits/nope/max-queues", {"value": 2}).status_code == 404
+    exported = json.loads(ok(node, "-q", "export_definitions", "-"))
+    assert {"vhost": "lim", "component": "vhost-limits", "name": "limits",
+            "value": {"max-connections": 2, "max-queues": 5}} in exported["parameters"]
+    node.stop()
+    node = broker_factory.start(d)
+    assert "lim\t{" in ok(node, "-q", "list_vhost_limits", "--global")
+    assert json.loads(ok(node, "-q", "list_vhost_limits", "-p", "lim")) == {"max-connections": 2, "max-queues": 5}
+    ok(node, "clear_vhost_limits", "-p", "lim")
+    assert ok(node, "-q", "list_vhost_limits", "-p", "lim").strip() == ""
+    conns = [node.connect(virtual_host="lim") for _ in range(3)]
+    for c in conns:
+        c.close()
+    other = broker_factory.start(broker_factory.new_data_dir())
+    ok(other, "import_definitions", "-", input=json.dumps(exported))
+    assert json.loads(ok(other, "-q", "list_vhost_limits", "-p", "lim")) == {"max-connections": 2, "max-queues": 5}

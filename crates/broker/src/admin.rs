@@ -132,6 +132,7 @@ impl Broker {
         }
         self.vhosts.remove(name);
         self.policies.retain(|p| p.vhost != name);
+        self.vhost_limits.remove(name);
         let d = crate::Definition::VhostDeleted { name: name.to_owned() };
         self.journal.define(&d);
         self.auth.apply(&d);

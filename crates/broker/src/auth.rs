@@ -469,6 +469,8 @@ impl Broker {
         if !self.vhosts.contains_key(vhost) {
             return Err(AmqpError::not_allowed(format!("vhost {vhost} not found")));
         }
+        // RabbitMQ checks the limit before the permissions.
+        self.check_connection_limit(vhost, user)?;
         if self.auth.permissions_of(vhost, user).is_none() {
             return Err(AmqpError::not_allowed(format!("access to vhost '{vhost}' refused for user '{user}'")));
         }

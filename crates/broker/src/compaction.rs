@@ -30,6 +30,13 @@ impl Broker {
                 });
             }
         }
+        for (vhost, l) in &self.vhost_limits {
+            out.push(Definition::VhostLimits {
+                vhost: vhost.clone(),
+                max_connections: l.max_connections,
+                max_queues: l.max_queues,
+            });
+        }
         for u in self.auth.users.values() {
             out.push(Definition::User {
                 name: u.name.clone(),

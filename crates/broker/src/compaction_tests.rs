@@ -80,6 +80,8 @@ fn build(disk: &SimDisk) -> Broker {
     b.set_vhost_metadata("v2", "second", &["t1".to_owned()], "classic").expect("metadata");
     b.set_permissions("v2", "alice", "^a", ".*", "").expect("permissions");
     b.set_topic_permissions("v2", "alice", "amq.topic", "^w", "^r").expect("topic permissions");
+    let limits = crate::limits::VhostLimits { max_connections: Some(10), max_queues: Some(-1) };
+    b.set_vhost_limits("v2", limits).expect("limits");
     let mut ttl = FieldTable::new();
     ttl.insert("message-ttl", FieldValue::I32(60_000));
     b.set_policy("/", "ttl", "^kept$", "queues", 1, ttl.clone(), false, &mut Effects::default()).expect("policy");

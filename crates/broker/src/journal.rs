@@ -122,6 +122,12 @@ pub enum Definition {
     QueueIdFloor {
         next: QueueId,
     },
+    /// A vhost's limits, replacing any earlier ones (both None: cleared).
+    VhostLimits {
+        vhost: String,
+        max_connections: Option<i64>,
+        max_queues: Option<i64>,
+    },
 }
 
 /// The broker's calls into durable storage. Appends are buffered; `written` numbers them.
@@ -410,6 +416,16 @@ pub fn encode_definition(d: &Definition) -> BytesMut {
             t.insert("t", s("queue-id-floor"));
             t.insert("next", FieldValue::I64(*next as i64));
         }
+        Definition::VhostLimits { vhost, max_connections, max_queues } => {
+            t.insert("t", s("vhost-limits"));
+            t.insert("vhost", s(vhost));
+            if let Some(n) = max_connections {
+                t.insert("max-connections", FieldValue::I64(*n));
+            }
+            if let Some(n) = max_queues {
+                t.insert("max-queues", FieldValue::I64(*n));
+            }
+        }
     }
     let mut out = BytesMut::new();
     // Encoding a table of short keys cannot fail.
@@ -465,6 +481,11 @@ pub fn decode_definition(payload: &[u8]) -> Option<Definition> {
             operator: b("operator"),
         },
         "policy-deleted" => Definition::PolicyDeleted { vhost: s("vhost")?, name: s("name")?, operator: b("operator") },
+        "vhost-limits" => Definition::VhostLimits {
+            vhost: s("vhost")?,
+            max_connections: t.get("max-connections").and_then(FieldValue::as_i64),
+            max_queues: t.get("max-queues").and_then(FieldValue::as_i64),
+        },
         "queue-id-floor" => Definition::QueueIdFloor { next: t.get("next").and_then(FieldValue::as_i64)? as u64 },
         other => return crate::auth::decode_definition(other, &t),
     })

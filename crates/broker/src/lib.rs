@@ -22,6 +22,7 @@ pub mod exchange;
 pub mod features;
 pub mod headers;
 pub mod journal;
+pub mod limits;
 pub mod message;
 pub mod policy;
 pub mod queue;
@@ -355,6 +356,8 @@ pub struct Broker {
     dead_letters: VecDeque<DeadLetter>,
     /// Policies and operator policies of every vhost (see `policy.rs`).
     policies: Vec<policy::Policy>,
+    /// Vhosts' connection and queue limits, by vhost name (see `limits.rs`).
+    vhost_limits: std::collections::BTreeMap<String, limits::VhostLimits>,
     /// (deadline, connection, channel): acknowledgement timeouts (see `ack_timeout.rs`).
     ack_timers: BinaryHeap<Reverse<(u64, ConnectionId, u16)>>,
     /// Channels the broker closed, until the client's channel.close-ok.
@@ -476,6 +479,7 @@ impl Broker {
             unarmed: Vec::new(),
             dead_letters: VecDeque::new(),
             policies: Vec::new(),
+            vhost_limits: Default::default(),
             ack_timers: BinaryHeap::new(),
             server_closed: HashSet::new(),
             delayed: delayed::Delayed::default(),
@@ -1204,6 +1208,7 @@ impl Broker {
                     )));
                 }
                 validate_queue_arguments(&m.arguments, &name, &vhost_name)?;
+                self.check_queue_limit(&vhost_name, &name)?;
                 let id = self.next_queue_id;
                 self.next_queue_id += 1;
                 let owner = m.exclusive.then_some(conn);
@@ -2071,6 +2076,7 @@ impl Broker {
                     }
                 }
                 self.policies.retain(|p| p.vhost != name);
+                self.vhost_limits.remove(&name);
             }
             Definition::Exchange { vhost, name, kind, auto_delete, internal, arguments } => {
                 if let Some(v) = self.vhosts.get_mut(&vhost) {
@@ -2126,6 +2132,9 @@ impl Broker {
                 self.dirty.clear();
             }
             Definition::QueueIdFloor { next } => self.next_queue_id = self.next_queue_id.max(next),
+            Definition::VhostLimits { vhost, max_connections, max_queues } => {
+                self.restore_vhost_limits(&vhost, limits::VhostLimits { max_connections, max_queues })
+            }
             // Applied by `auth.apply` above.
             Definition::User { .. }
             | Definition::UserDeleted { .. }

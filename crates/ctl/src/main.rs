@@ -85,6 +85,17 @@ const COMMANDS: &[Command] = &[
     Command { name: "delete_vhost", args: "<vhost>", about: "Deletes a virtual host" },
     Command { name: "list_vhosts", args: "[<column> ...]", about: "Lists virtual hosts" },
     Command {
+        name: "set_vhost_limits",
+        args: "[-p <vhost>] <definition>",
+        about: "Sets virtual host limits (JSON: max-connections, max-queues; negative for none)",
+    },
+    Command { name: "clear_vhost_limits", args: "[-p <vhost>]", about: "Clears virtual host limits" },
+    Command {
+        name: "list_vhost_limits",
+        args: "[-p <vhost>] [--global]",
+        about: "Displays configured virtual host limits",
+    },
+    Command {
         name: "set_permissions",
         args: "[-p <vhost>] <username> <conf> <write> <read>",
         about: "Sets user permissions for a vhost",
@@ -449,6 +460,12 @@ impl Ctl {
         }
     }
 
+    /// Names of the limits a vhost has.
+    fn vhost_limit_names(&self, ev: &str) -> Result<Vec<String>, Failure> {
+        let items = self.call("GET", &format!("/vhost-limits/{ev}"), None)?;
+        Ok(items.get(0).and_then(|i| i["value"].as_object()).map(|m| m.keys().cloned().collect()).unwrap_or_default())
+    }
+
     fn node_name(&self) -> Result<String, Failure> {
         let v = self.call("GET", "/overview", None)?;
         Ok(v.get("node").and_then(Value::as_str).unwrap_or("warren@localhost").to_owned())
@@ -692,6 +709,65 @@ impl Ctl {
                 self.info(format!("Deleting vhost \"{name}\" ..."));
                 self.call("DELETE", &format!("/vhosts/{}", enc(name)), None)
                     .map_err(|_| Failure(EX_DATAERR, format!("Virtual host '{name}' does not exist")))?;
+                Ok(())
+            }
+            "set_vhost_limits" => {
+                self.need(1, 1)?;
+                let def: Value = serde_json::from_str(self.pos(0))
+                    .map_err(|e| Failure(EX_DATAERR, format!("could not parse JSON document: {e}")))?;
+                let Some(def) = def.as_object() else {
+                    return Err(Failure(EX_DATAERR, "the definition must be a JSON object".into()));
+                };
+                // Checked whole before anything changes, as rabbitmqctl does.
+                for (name, value) in def {
+                    if !matches!(name.as_str(), "max-connections" | "max-queues") {
+                        return Err(Failure(
+                            EX_DATAERR,
+                            format!("Validation failed\n\nUnrecognised terms [{name}] in limits"),
+                        ));
+                    }
+                    if !value.is_i64() {
+                        return Err(Failure(
+                            EX_DATAERR,
+                            format!("Validation failed\n\n{name} must be an integer, got {value}"),
+                        ));
+                    }
+                }
+                self.info(format!("Applying limits for vhost \"{v}\" ..."));
+                // As rabbitmqctl: the definition replaces every limit the vhost had.
+                for old in self.vhost_limit_names(&ev)? {
+                    if !def.contains_key(&old) {
+                        self.call("DELETE", &format!("/vhost-limits/{ev}/{}", enc(&old)), None)?;
+                    }
+                }
+                for (name, value) in def {
+                    self.call("PUT", &format!("/vhost-limits/{ev}/{}", enc(name)), Some(json!({"value": value})))?;
+                }
+                Ok(())
+            }
+            "clear_vhost_limits" => {
+                self.need(0, 0)?;
+                self.info(format!("Clearing vhost \"{v}\" limits ..."));
+                for name in self.vhost_limit_names(&ev)? {
+                    self.call("DELETE", &format!("/vhost-limits/{ev}/{}", enc(&name)), None)?;
+                }
+                Ok(())
+            }
+            "list_vhost_limits" => {
+                self.need(0, 0)?;
+                if self.args.flags.contains_key("global") {
+                    self.info("Listing limits for all vhosts ...".into());
+                    let items = self.call("GET", "/vhost-limits", None)?;
+                    let cols =
+                        vec![("vhost".to_owned(), "vhost".to_owned()), ("limits".to_owned(), "value".to_owned())];
+                    self.table(items.as_array().map_or(&[], Vec::as_slice), &cols);
+                } else {
+                    self.info(format!("Listing limits for vhost \"{v}\" ..."));
+                    let items = self.call("GET", &format!("/vhost-limits/{ev}"), None)?;
+                    if let Some(value) = items.get(0).map(|i| &i["value"]) {
+                        println!("{value}");
+                    }
+                }
                 Ok(())
             }
             "list_vhosts" => {

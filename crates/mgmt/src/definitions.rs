@@ -73,6 +73,11 @@ pub fn export(b: &Broker, vhost: Option<&str>) -> Value {
                     "definition": render::field_table(&p.definition),
                 },
             }))
+            // Vhost limits are the runtime parameter `limits` of component `vhost-limits`.
+            .chain(b.all_vhost_limits().into_iter().filter(|(v, _)| vhost.is_none_or(|x| x == v)).map(|(v, l)| {
+                let limits = render::vhost_limits(&v, &l);
+                json!({"vhost": v, "component": "vhost-limits", "name": "limits", "value": limits["value"]})
+            }))
             .collect::<Vec<_>>(),
         "policies": b.policies(vhost, false).into_iter().map(render::policy).collect::<Vec<_>>(),
         "queues": queues,
@@ -188,6 +193,19 @@ pub fn import(node: &dyn Node, defs: &Map<String, Value>, only_vhost: Option<&st
     // RabbitMQ exports operator policies as runtime parameters of component `operator_policy`;
     // 3.10 writes their definition as a list of [key, value] pairs.
     for p in list(defs, "parameters")? {
+        if p.get("component").and_then(Value::as_str) == Some("vhost-limits") {
+            let v = vhost_of(p)?;
+            let mut limits = broker::limits::VhostLimits::default();
+            for (name, value) in p.get("value").and_then(Value::as_object).into_iter().flatten() {
+                let n =
+                    value.as_i64().ok_or_else(|| ApiError::bad_request(format!("limit {name} must be an integer")))?;
+                if !limits.set(name, Some(n)) {
+                    return Err(ApiError::bad_request(format!("unknown vhost limit '{name}'")));
+                }
+            }
+            with(node, |b, _| b.set_vhost_limits(&v, limits)).map_err(ApiError::bad_request)?;
+            continue;
+        }
         if p.get("component").and_then(Value::as_str) != Some("operator_policy") {
             continue;
         }

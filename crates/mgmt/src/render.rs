@@ -85,6 +85,13 @@ pub fn message_stats(s: &broker::stats::MessageStats) -> Value {
     Value::Object(o)
 }
 
+/// One vhost's limits as `GET /api/vhost-limits` lists them.
+pub fn vhost_limits(vhost: &str, l: &broker::limits::VhostLimits) -> Value {
+    let value: serde_json::Map<String, Value> =
+        l.entries().into_iter().map(|(n, v)| (n.to_owned(), json!(v))).collect();
+    json!({"vhost": vhost, "value": value})
+}
+
 pub fn vhost(b: &Broker, name: &str) -> Value {
     let (mut ready, mut unacked) = (0u64, 0u64);
     if let Some(v) = b.vhosts.get(name) {

@@ -34,14 +34,55 @@ pub fn route(node: &dyn Node, r: &Req) -> ApiResult {
             &M::GET,
             ["extensions" | "global-parameters" | "feature-flags" | "deprecated-features" | "federation-links"],
         ) => ok_json(json!([])),
-        (
-            &M::GET,
-            ["parameters", ..]
-            | ["auth", "attempts", ..]
-            | ["shovels", ..]
-            | ["vhost-limits", ..]
-            | ["user-limits", ..],
-        ) => ok_json(json!([])),
+        (&M::GET, ["parameters", ..] | ["auth", "attempts", ..] | ["shovels", ..] | ["user-limits", ..]) => {
+            ok_json(json!([]))
+        }
+
+        // ---- vhost limits ----
+        (&M::GET, ["vhost-limits"]) => {
+            let items = with(node, |b, _| {
+                b.all_vhost_limits()
+                    .into_iter()
+                    .filter(|(v, _)| may_see_vhost(b, who, v))
+                    .map(|(v, l)| render::vhost_limits(&v, &l))
+                    .collect::<Vec<Value>>()
+            });
+            ok_json(Value::Array(items))
+        }
+        (&M::GET, ["vhost-limits", v]) => {
+            vhost_visible(node, who, v)?;
+            let l = with(node, |b, _| b.vhost_limits(v));
+            ok_json(Value::Array(if l.is_empty() { vec![] } else { vec![render::vhost_limits(v, &l)] }))
+        }
+        (&M::PUT, ["vhost-limits", v, name]) => {
+            who.require_admin()?;
+            vhost_visible(node, who, v)?;
+            let body = r.json()?;
+            let value = match body.get("value") {
+                Some(x) => x.as_i64().ok_or_else(|| {
+                    ApiError::bad_request(format!("Validation failed\n\n{name} must be an integer, got {x}"))
+                })?,
+                None => return Err(ApiError::bad_request("Validation failed\n\nvalue is required")),
+            };
+            let mut l = with(node, |b, _| b.vhost_limits(v));
+            if !l.set(name, Some(value)) {
+                return Err(ApiError::bad_request(format!(
+                    "Validation failed\n\nUnrecognised terms [{{<<\"{name}\">>,{value}}}] in limits"
+                )));
+            }
+            with(node, |b, _| b.set_vhost_limits(v, l)).map_err(ApiError::bad_request)?;
+            no_content()
+        }
+        (&M::DELETE, ["vhost-limits", v, name]) => {
+            who.require_admin()?;
+            vhost_visible(node, who, v)?;
+            let mut l = with(node, |b, _| b.vhost_limits(v));
+            if !l.set(name, None) {
+                return Err(ApiError::not_found());
+            }
+            with(node, |b, _| b.set_vhost_limits(v, l)).map_err(ApiError::bad_request)?;
+            no_content()
+        }
 
         // ---- vhosts ----
         (&M::GET, ["vhosts"]) => {
