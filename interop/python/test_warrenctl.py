@@ -309,3 +309,47 @@ def test_vhost_limits(broker_factory):
     other = broker_factory.start(broker_factory.new_data_dir())
     ok(other, "import_definitions", "-", input=json.dumps(exported))
     assert json.loads(ok(other, "-q", "list_vhost_limits", "-p", "lim")) == {"max-connections": 2, "max-queues": 5}
+
+
+def test_user_limits(broker_factory):
+    """set_user_limits / list_user_limits / clear_user_limits as rabbitmqctl's: max-connections
+    refuses connection.open and max-channels closes the connection that opens one channel too
+    many, with RabbitMQ's 530 texts; kept across a restart and in the definitions export."""
+    d = broker_factory.new_data_dir()
+    node = broker_factory.start(d)
+    ok(node, "add_user", "lu", "pw")
+    ok(node, "set_permissions", "lu", ".*", ".*", ".*")
+    ok(node, "set_user_limits", "lu", '{"max-connections": 1, "max-channels": 2}')
+    assert json.loads(ok(node, "-q", "list_user_limits", "--user", "lu")) == {"max-connections": 1, "max-channels": 2}
+    assert Api(node).ok("GET", "/users/lu")["limits"] == {"max-connections": 1, "max-channels": 2}
+    first = login(node, "lu", "pw")
+    with pytest.raises(pika.exceptions.ProbableAccessDeniedError) as e:
+        login(node, "lu", "pw")
+    assert "(530) \"NOT_ALLOWED - Connection refused for user 'lu': user connection limit (1) is reached\"" \
+        in str(e.value)
+    first.channel()
+    first.channel()
+    with pytest.raises(pika.exceptions.ConnectionClosedByBroker) as e:
+        first.channel()
+    assert e.value.reply_code == 530
+    assert e.value.reply_text == \
+        "NOT_ALLOWED - number of channels opened for user 'lu' has reached the maximum allowed user limit of (2)"
+    assert ctl(node, "set_user_limits", "lu", '{"max-queues": 1}').returncode == 65
+    assert ctl(node, "set_user_limits", "nobody", '{"max-channels": 1}').returncode == 65
+    node.stop()
+    node = broker_factory.start(d)
+    assert "lu\t{" in ok(node, "-q", "list_user_limits")
+    exported = json.loads(ok(node, "-q", "export_definitions", "-"))
+    assert [u["limits"] for u in exported["users"] if u["name"] == "lu"] == [{"max-connections": 1, "max-channels": 2}]
+    ok(node, "clear_user_limits", "lu", "max-connections")
+    assert json.loads(ok(node, "-q", "list_user_limits", "--user", "lu")) == {"max-channels": 2}
+    ok(node, "clear_user_limits", "lu", "all")
+    assert ok(node, "-q", "list_user_limits", "--user", "lu").strip() == ""
+    conns = [login(node, "lu", "pw") for _ in range(2)]
+    for c in conns:
+        for _ in range(3):
+            c.channel()
+        c.close()
+    other = broker_factory.start(broker_factory.new_data_dir())
+    ok(other, "import_definitions", "-", input=json.dumps(exported))
+    assert json.loads(ok(other, "-q", "list_user_limits", "--user", "lu")) == {"max-connections": 1, "max-channels": 2}

@@ -207,6 +207,8 @@ pub struct Auth {
     pub generation: u64,
     /// Vhosts' metadata, by vhost name (absent: empty description, no tags, classic).
     pub vhost_metadata: BTreeMap<String, VhostMetadata>,
+    /// Users' connection and channel limits, by user name (see `limits.rs`).
+    pub user_limits: BTreeMap<String, crate::limits::UserLimits>,
 }
 
 /// RabbitMQ's vhost metadata: shown and exported, not acted on.
@@ -291,6 +293,7 @@ impl Auth {
             Definition::UserDeleted { name } => {
                 self.initialized = true;
                 self.users.remove(name);
+                self.user_limits.remove(name);
                 for m in self.permissions.values_mut() {
                     m.remove(name);
                 }
@@ -327,6 +330,14 @@ impl Auth {
                 self.topic_permissions.remove(name);
                 self.vhost_metadata.remove(name);
                 return false;
+            }
+            Definition::UserLimits { user, max_connections, max_channels } => {
+                let l = crate::limits::UserLimits { max_connections: *max_connections, max_channels: *max_channels };
+                if l.is_empty() {
+                    self.user_limits.remove(user);
+                } else {
+                    self.user_limits.insert(user.clone(), l);
+                }
             }
             Definition::VhostMetadata { name, description, tags, default_queue_type } => {
                 let meta = VhostMetadata {
@@ -392,6 +403,15 @@ pub(crate) fn encode_definition(d: &Definition, t: &mut FieldTable) {
                 put("exchange", e);
             }
         }
+        Definition::UserLimits { user, max_connections, max_channels } => {
+            put("t", "user-limits");
+            put("user", user);
+            for (k, v) in [("max-connections", max_connections), ("max-channels", max_channels)] {
+                if let Some(n) = v {
+                    t.insert(k, FieldValue::I64(*n));
+                }
+            }
+        }
         _ => {}
     }
 }
@@ -426,6 +446,11 @@ pub(crate) fn decode_definition(kind: &str, t: &FieldTable) -> Option<Definition
             exchange: s("exchange")?,
             write: s("write")?,
             read: s("read")?,
+        },
+        "user-limits" => Definition::UserLimits {
+            user: s("user")?,
+            max_connections: t.get("max-connections").and_then(FieldValue::as_i64),
+            max_channels: t.get("max-channels").and_then(FieldValue::as_i64),
         },
         "topic-permission-cleared" => {
             Definition::TopicPermissionCleared { vhost: s("vhost")?, user: s("user")?, exchange: s("exchange") }
@@ -469,8 +494,9 @@ impl Broker {
         if !self.vhosts.contains_key(vhost) {
             return Err(AmqpError::not_allowed(format!("vhost {vhost} not found")));
         }
-        // RabbitMQ checks the limit before the permissions.
+        // RabbitMQ checks the limits before the permissions.
         self.check_connection_limit(vhost, user)?;
+        self.check_user_connection_limit(user)?;
         if self.auth.permissions_of(vhost, user).is_none() {
             return Err(AmqpError::not_allowed(format!("access to vhost '{vhost}' refused for user '{user}'")));
         }

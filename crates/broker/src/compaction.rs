@@ -44,6 +44,13 @@ impl Broker {
                 tags: u.tags.clone(),
             });
         }
+        for (user, l) in &self.auth.user_limits {
+            out.push(Definition::UserLimits {
+                user: user.clone(),
+                max_connections: l.max_connections,
+                max_channels: l.max_channels,
+            });
+        }
         if self.auth.initialized && self.auth.users.is_empty() {
             // Every user was deleted: without a user record, the next start would create the
             // default user again. Deleting a user that does not exist changes nothing else.

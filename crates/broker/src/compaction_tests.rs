@@ -82,6 +82,8 @@ fn build(disk: &SimDisk) -> Broker {
     b.set_topic_permissions("v2", "alice", "amq.topic", "^w", "^r").expect("topic permissions");
     let limits = crate::limits::VhostLimits { max_connections: Some(10), max_queues: Some(-1) };
     b.set_vhost_limits("v2", limits).expect("limits");
+    let limits = crate::limits::UserLimits { max_connections: None, max_channels: Some(7) };
+    b.set_user_limits("alice", limits).expect("limits");
     let mut ttl = FieldTable::new();
     ttl.insert("message-ttl", FieldValue::I32(60_000));
     b.set_policy("/", "ttl", "^kept$", "queues", 1, ttl.clone(), false, &mut Effects::default()).expect("policy");

@@ -122,6 +122,12 @@ pub enum Definition {
     QueueIdFloor {
         next: QueueId,
     },
+    /// A user's limits, replacing any earlier ones (both None: cleared).
+    UserLimits {
+        user: String,
+        max_connections: Option<i64>,
+        max_channels: Option<i64>,
+    },
     /// A vhost's limits, replacing any earlier ones (both None: cleared).
     VhostLimits {
         vhost: String,
@@ -390,6 +396,7 @@ pub fn encode_definition(d: &Definition) -> BytesMut {
             t.insert("id", FieldValue::I64(*id as i64));
         }
         Definition::User { .. }
+        | Definition::UserLimits { .. }
         | Definition::UserDeleted { .. }
         | Definition::Permission { .. }
         | Definition::PermissionCleared { .. }

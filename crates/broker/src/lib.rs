@@ -2136,7 +2136,8 @@ impl Broker {
                 self.restore_vhost_limits(&vhost, limits::VhostLimits { max_connections, max_queues })
             }
             // Applied by `auth.apply` above.
-            Definition::User { .. }
+            Definition::UserLimits { .. }
+            | Definition::User { .. }
             | Definition::UserDeleted { .. }
             | Definition::Permission { .. }
             | Definition::PermissionCleared { .. }

@@ -40,6 +40,39 @@ impl VhostLimits {
     }
 }
 
+/// The limits of one user; None is no limit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UserLimits {
+    pub max_connections: Option<i64>,
+    pub max_channels: Option<i64>,
+}
+
+pub const MAX_CHANNELS: &str = "max-channels";
+
+impl UserLimits {
+    pub fn is_empty(&self) -> bool {
+        self.max_connections.is_none() && self.max_channels.is_none()
+    }
+
+    /// Sets one limit by its RabbitMQ name; false for an unknown name.
+    pub fn set(&mut self, name: &str, value: Option<i64>) -> bool {
+        match name {
+            MAX_CONNECTIONS => self.max_connections = value,
+            MAX_CHANNELS => self.max_channels = value,
+            _ => return false,
+        }
+        true
+    }
+
+    /// (name, value) of each limit set.
+    pub fn entries(&self) -> Vec<(&'static str, i64)> {
+        [(MAX_CONNECTIONS, self.max_connections), (MAX_CHANNELS, self.max_channels)]
+            .into_iter()
+            .filter_map(|(n, v)| v.map(|v| (n, v)))
+            .collect()
+    }
+}
+
 /// A limit that is reached with `count` in use.
 fn reached(limit: Option<i64>, count: usize) -> Option<i64> {
     limit.filter(|&l| l >= 0 && count as u64 >= l as u64)
@@ -76,6 +109,59 @@ impl Broker {
             self.vhost_limits.remove(vhost);
         } else {
             self.vhost_limits.insert(vhost.to_owned(), limits);
+        }
+    }
+
+    /// The user's limits (all None when it has none).
+    pub fn user_limits(&self, user: &str) -> UserLimits {
+        self.auth.user_limits.get(user).copied().unwrap_or_default()
+    }
+
+    /// Every user with a limit, by name.
+    pub fn all_user_limits(&self) -> Vec<(String, UserLimits)> {
+        self.auth.user_limits.iter().map(|(u, l)| (u.clone(), *l)).collect()
+    }
+
+    /// Replaces the user's limits (empty limits clear them); journaled.
+    pub fn set_user_limits(&mut self, user: &str, limits: UserLimits) -> std::result::Result<(), String> {
+        if !self.auth.users.contains_key(user) {
+            return Err(format!("user '{user}' does not exist"));
+        }
+        let d = Definition::UserLimits {
+            user: user.to_owned(),
+            max_connections: limits.max_connections,
+            max_channels: limits.max_channels,
+        };
+        self.journal.define(&d);
+        self.auth.apply(&d);
+        Ok(())
+    }
+
+    /// connection.open: 530 NOT_ALLOWED with RabbitMQ's text when the user has its most
+    /// connections already.
+    pub(crate) fn check_user_connection_limit(&self, user: &str) -> Result<()> {
+        let Some(limit) = self.auth.user_limits.get(user).and_then(|l| l.max_connections) else { return Ok(()) };
+        let open = self.connections.values().filter(|c| c.user == user).count();
+        match reached(Some(limit), open) {
+            Some(l) => Err(AmqpError::not_allowed(format!(
+                "Connection refused for user '{user}': user connection limit ({l}) is reached"
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// channel.open: 530 NOT_ALLOWED (a connection error) with RabbitMQ's text when the
+    /// connection's user has its most channels open already, across its connections.
+    pub fn check_channel_limit(&self, conn: crate::ConnectionId) -> Result<()> {
+        let Some(user) = self.connections.get(&conn).map(|c| c.user.as_str()) else { return Ok(()) };
+        let Some(limit) = self.auth.user_limits.get(user).and_then(|l| l.max_channels) else { return Ok(()) };
+        let open =
+            self.channels.keys().filter(|(c, _)| self.connections.get(c).is_some_and(|s| s.user == user)).count();
+        match reached(Some(limit), open) {
+            Some(l) => Err(AmqpError::not_allowed(format!(
+                "number of channels opened for user '{user}' has reached the maximum allowed user limit of ({l})"
+            ))),
+            None => Ok(()),
         }
     }
 

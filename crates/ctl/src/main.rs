@@ -81,6 +81,13 @@ const COMMANDS: &[Command] = &[
         about: "Clears (resets) password and disables password login for a user",
     },
     Command { name: "set_user_tags", args: "<username> <tag> [...]", about: "Sets user tags" },
+    Command {
+        name: "set_user_limits",
+        args: "<username> <definition>",
+        about: "Sets user limits (JSON: max-connections, max-channels; negative for none)",
+    },
+    Command { name: "clear_user_limits", args: "<username> <limit> | all", about: "Clears user limits" },
+    Command { name: "list_user_limits", args: "[--user <username>]", about: "Displays configured user limits" },
     Command { name: "add_vhost", args: "<vhost>", about: "Creates a virtual host" },
     Command { name: "delete_vhost", args: "<vhost>", about: "Deletes a virtual host" },
     Command { name: "list_vhosts", args: "[<column> ...]", about: "Lists virtual hosts" },
@@ -229,7 +236,7 @@ fn parse_args(argv: Vec<String>) -> Result<Args, Failure> {
             "--global" => {
                 a.flags.insert("global".into(), "true".into());
             }
-            "--limit" | "--per-connection-delay" => {
+            "--limit" | "--per-connection-delay" | "--user" => {
                 let v = take(&mut it)?;
                 a.flags.insert(name.trim_start_matches('-').to_owned(), v);
             }
@@ -249,6 +256,30 @@ fn parse_args(argv: Vec<String>) -> Result<Args, Failure> {
         }
     }
     Ok(a)
+}
+
+/// The limit names in a `GET /api/{vhost,user}-limits/{name}` answer.
+fn limit_names(items: &Value) -> Vec<String> {
+    items.get(0).and_then(|i| i["value"].as_object()).map(|m| m.keys().cloned().collect()).unwrap_or_default()
+}
+
+/// A limits definition (JSON object of integer limits among `known`), checked whole before
+/// anything changes, as rabbitmqctl does.
+fn limits_definition(text: &str, known: &[&str]) -> Result<serde_json::Map<String, Value>, Failure> {
+    let def: Value =
+        serde_json::from_str(text).map_err(|e| Failure(EX_DATAERR, format!("could not parse JSON document: {e}")))?;
+    let Value::Object(def) = def else {
+        return Err(Failure(EX_DATAERR, "the definition must be a JSON object".into()));
+    };
+    for (name, value) in &def {
+        if !known.contains(&name.as_str()) {
+            return Err(Failure(EX_DATAERR, format!("Validation failed\n\nUnrecognised terms [{name}] in limits")));
+        }
+        if !value.is_i64() {
+            return Err(Failure(EX_DATAERR, format!("Validation failed\n\n{name} must be an integer, got {value}")));
+        }
+    }
+    Ok(def)
 }
 
 /// Levenshtein distance, for "did you mean".
@@ -462,8 +493,7 @@ impl Ctl {
 
     /// Names of the limits a vhost has.
     fn vhost_limit_names(&self, ev: &str) -> Result<Vec<String>, Failure> {
-        let items = self.call("GET", &format!("/vhost-limits/{ev}"), None)?;
-        Ok(items.get(0).and_then(|i| i["value"].as_object()).map(|m| m.keys().cloned().collect()).unwrap_or_default())
+        Ok(limit_names(&self.call("GET", &format!("/vhost-limits/{ev}"), None)?))
     }
 
     fn node_name(&self) -> Result<String, Failure> {
@@ -711,28 +741,65 @@ impl Ctl {
                     .map_err(|_| Failure(EX_DATAERR, format!("Virtual host '{name}' does not exist")))?;
                 Ok(())
             }
-            "set_vhost_limits" => {
-                self.need(1, 1)?;
-                let def: Value = serde_json::from_str(self.pos(0))
-                    .map_err(|e| Failure(EX_DATAERR, format!("could not parse JSON document: {e}")))?;
-                let Some(def) = def.as_object() else {
-                    return Err(Failure(EX_DATAERR, "the definition must be a JSON object".into()));
-                };
-                // Checked whole before anything changes, as rabbitmqctl does.
-                for (name, value) in def {
-                    if !matches!(name.as_str(), "max-connections" | "max-queues") {
-                        return Err(Failure(
-                            EX_DATAERR,
-                            format!("Validation failed\n\nUnrecognised terms [{name}] in limits"),
-                        ));
-                    }
-                    if !value.is_i64() {
-                        return Err(Failure(
-                            EX_DATAERR,
-                            format!("Validation failed\n\n{name} must be an integer, got {value}"),
-                        ));
+            "set_user_limits" => {
+                self.need(2, 2)?;
+                let u = self.pos(0);
+                let def = limits_definition(self.pos(1), &["max-connections", "max-channels"])?;
+                let eu = enc(u);
+                let current = self
+                    .call("GET", &format!("/user-limits/{eu}"), None)
+                    .map_err(|_| Failure(EX_DATAERR, format!("User \"{u}\" does not exist")))?;
+                self.info(format!("Setting user limits to \"{}\" for user \"{u}\" ...", self.pos(1)));
+                for old in limit_names(&current) {
+                    if !def.contains_key(&old) {
+                        self.call("DELETE", &format!("/user-limits/{eu}/{}", enc(&old)), None)?;
                     }
                 }
+                for (name, value) in &def {
+                    self.call("PUT", &format!("/user-limits/{eu}/{}", enc(name)), Some(json!({"value": value})))?;
+                }
+                Ok(())
+            }
+            "clear_user_limits" => {
+                self.need(2, 2)?;
+                let (u, which) = (self.pos(0), self.pos(1));
+                let eu = enc(u);
+                let current = self
+                    .call("GET", &format!("/user-limits/{eu}"), None)
+                    .map_err(|_| Failure(EX_DATAERR, format!("User \"{u}\" does not exist")))?;
+                self.info(format!("Clearing \"{which}\" limit for user \"{u}\" ..."));
+                for name in limit_names(&current) {
+                    if which == "all" || name == which {
+                        self.call("DELETE", &format!("/user-limits/{eu}/{}", enc(&name)), None)?;
+                    }
+                }
+                Ok(())
+            }
+            "list_user_limits" => {
+                self.need(0, 0)?;
+                match self.args.flags.get("user") {
+                    Some(u) => {
+                        self.info(format!("Listing limits for user \"{u}\" ..."));
+                        let items = self
+                            .call("GET", &format!("/user-limits/{}", enc(u)), None)
+                            .map_err(|_| Failure(EX_DATAERR, format!("User \"{u}\" does not exist")))?;
+                        if let Some(value) = items.get(0).map(|i| &i["value"]) {
+                            println!("{value}");
+                        }
+                    }
+                    None => {
+                        self.info("Listing limits for all users ...".into());
+                        let items = self.call("GET", "/user-limits", None)?;
+                        let cols =
+                            vec![("user".to_owned(), "user".to_owned()), ("limits".to_owned(), "value".to_owned())];
+                        self.table(items.as_array().map_or(&[], Vec::as_slice), &cols);
+                    }
+                }
+                Ok(())
+            }
+            "set_vhost_limits" => {
+                self.need(1, 1)?;
+                let def = limits_definition(self.pos(0), &["max-connections", "max-queues"])?;
                 self.info(format!("Applying limits for vhost \"{v}\" ..."));
                 // As rabbitmqctl: the definition replaces every limit the vhost had.
                 for old in self.vhost_limit_names(&ev)? {
@@ -740,7 +807,7 @@ impl Ctl {
                         self.call("DELETE", &format!("/vhost-limits/{ev}/{}", enc(&old)), None)?;
                     }
                 }
-                for (name, value) in def {
+                for (name, value) in &def {
                     self.call("PUT", &format!("/vhost-limits/{ev}/{}", enc(name)), Some(json!({"value": value})))?;
                 }
                 Ok(())

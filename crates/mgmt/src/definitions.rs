@@ -86,7 +86,7 @@ pub fn export(b: &Broker, vhost: Option<&str>) -> Value {
     });
     if vhost.is_none() {
         let o = out.as_object_mut().expect("built as an object");
-        o.insert("users".into(), Value::Array(b.auth().users.values().map(render::user).collect()));
+        o.insert("users".into(), Value::Array(b.auth().users.values().map(|u| render::user(b, u)).collect()));
         o.insert(
             "vhosts".into(),
             Value::Array(
@@ -170,6 +170,17 @@ pub fn import(node: &dyn Node, defs: &Map<String, Value>, only_vhost: Option<&st
             }
             let tags = tags_of(u.get("tags"));
             with(node, |b, _| b.put_user(&name, &hash, &tags)).map_err(ApiError::bad_request)?;
+            // RabbitMQ exports a user's limits with the user (an empty list or map when none).
+            if let Some(Value::Object(m)) = u.get("limits") {
+                let mut limits = broker::limits::UserLimits::default();
+                for (k, v) in m {
+                    let n = v.as_i64().ok_or_else(|| ApiError::bad_request(format!("limit {k} must be an integer")))?;
+                    if !limits.set(k, Some(n)) {
+                        return Err(ApiError::bad_request(format!("unknown user limit '{k}'")));
+                    }
+                }
+                with(node, |b, _| b.set_user_limits(&name, limits)).map_err(ApiError::bad_request)?;
+            }
         }
         for p in list(defs, "permissions")? {
             let (v, u) = (text(p, "vhost")?.to_owned(), text(p, "user")?.to_owned());

@@ -87,9 +87,7 @@ pub fn message_stats(s: &broker::stats::MessageStats) -> Value {
 
 /// One vhost's limits as `GET /api/vhost-limits` lists them.
 pub fn vhost_limits(vhost: &str, l: &broker::limits::VhostLimits) -> Value {
-    let value: serde_json::Map<String, Value> =
-        l.entries().into_iter().map(|(n, v)| (n.to_owned(), json!(v))).collect();
-    json!({"vhost": vhost, "value": value})
+    json!({"vhost": vhost, "value": limits_json(l.entries())})
 }
 
 pub fn vhost(b: &Broker, name: &str) -> Value {
@@ -360,14 +358,24 @@ pub fn consumers(b: &Broker, who: &Identity, vhost: Option<&str>) -> Vec<Value> 
     out
 }
 
-pub fn user(u: &broker::auth::User) -> Value {
+pub fn user(b: &Broker, u: &broker::auth::User) -> Value {
     json!({
         "name": u.name,
         "password_hash": u.password_hash,
         "hashing_algorithm": broker::auth::HASHING_ALGORITHM,
         "tags": u.tags,
-        "limits": {},
+        "limits": limits_json(b.user_limits(&u.name).entries()),
     })
+}
+
+/// `{"max-connections": 5, ...}` from (name, value) pairs.
+pub fn limits_json(entries: Vec<(&'static str, i64)>) -> Value {
+    Value::Object(entries.into_iter().map(|(n, v)| (n.to_owned(), json!(v))).collect())
+}
+
+/// One user's limits as `GET /api/user-limits` lists them.
+pub fn user_limits(user: &str, l: &broker::limits::UserLimits) -> Value {
+    json!({"user": user, "value": limits_json(l.entries())})
 }
 
 pub fn permission(vhost: &str, user: &str, p: &broker::auth::Permissions) -> Value {

@@ -34,8 +34,45 @@ pub fn route(node: &dyn Node, r: &Req) -> ApiResult {
             &M::GET,
             ["extensions" | "global-parameters" | "feature-flags" | "deprecated-features" | "federation-links"],
         ) => ok_json(json!([])),
-        (&M::GET, ["parameters", ..] | ["auth", "attempts", ..] | ["shovels", ..] | ["user-limits", ..]) => {
-            ok_json(json!([]))
+        (&M::GET, ["parameters", ..] | ["auth", "attempts", ..] | ["shovels", ..]) => ok_json(json!([])),
+
+        // ---- user limits ----
+        (&M::GET, ["user-limits"]) => {
+            who.require_admin()?;
+            let items = with(node, |b, _| {
+                b.all_user_limits().into_iter().map(|(u, l)| render::user_limits(&u, &l)).collect::<Vec<Value>>()
+            });
+            ok_json(Value::Array(items))
+        }
+        (&M::GET, ["user-limits", u]) => {
+            who.require_admin()?;
+            let (exists, l) = with(node, |b, _| (b.auth().user(u).is_some(), b.user_limits(u)));
+            if !exists {
+                return Err(ApiError::not_found());
+            }
+            ok_json(Value::Array(if l.is_empty() { vec![] } else { vec![render::user_limits(u, &l)] }))
+        }
+        (&M::PUT, ["user-limits", u, name]) => {
+            who.require_admin()?;
+            let value = limit_value(&r.json()?, name)?;
+            let (exists, mut l) = with(node, |b, _| (b.auth().user(u).is_some(), b.user_limits(u)));
+            if !exists {
+                return Err(ApiError::not_found());
+            }
+            if !l.set(name, Some(value)) {
+                return Err(unknown_limit(name, value));
+            }
+            with(node, |b, _| b.set_user_limits(u, l)).map_err(ApiError::bad_request)?;
+            no_content()
+        }
+        (&M::DELETE, ["user-limits", u, name]) => {
+            who.require_admin()?;
+            let (exists, mut l) = with(node, |b, _| (b.auth().user(u).is_some(), b.user_limits(u)));
+            if !exists || !l.set(name, None) {
+                return Err(ApiError::not_found());
+            }
+            with(node, |b, _| b.set_user_limits(u, l)).map_err(ApiError::bad_request)?;
+            no_content()
         }
 
         // ---- vhost limits ----
@@ -57,18 +94,10 @@ pub fn route(node: &dyn Node, r: &Req) -> ApiResult {
         (&M::PUT, ["vhost-limits", v, name]) => {
             who.require_admin()?;
             vhost_visible(node, who, v)?;
-            let body = r.json()?;
-            let value = match body.get("value") {
-                Some(x) => x.as_i64().ok_or_else(|| {
-                    ApiError::bad_request(format!("Validation failed\n\n{name} must be an integer, got {x}"))
-                })?,
-                None => return Err(ApiError::bad_request("Validation failed\n\nvalue is required")),
-            };
+            let value = limit_value(&r.json()?, name)?;
             let mut l = with(node, |b, _| b.vhost_limits(v));
             if !l.set(name, Some(value)) {
-                return Err(ApiError::bad_request(format!(
-                    "Validation failed\n\nUnrecognised terms [{{<<\"{name}\">>,{value}}}] in limits"
-                )));
+                return Err(unknown_limit(name, value));
             }
             with(node, |b, _| b.set_vhost_limits(v, l)).map_err(ApiError::bad_request)?;
             no_content()
@@ -155,7 +184,7 @@ pub fn route(node: &dyn Node, r: &Req) -> ApiResult {
         // ---- users ----
         (&M::GET, ["users"]) => {
             who.require_admin()?;
-            let items = with(node, |b, _| b.auth().users.values().map(render::user).collect());
+            let items = with(node, |b, _| b.auth().users.values().map(|u| render::user(b, u)).collect());
             list(r, items)
         }
         (&M::GET, ["users", "without-permissions"]) => {
@@ -165,7 +194,7 @@ pub fn route(node: &dyn Node, r: &Req) -> ApiResult {
                 a.users
                     .values()
                     .filter(|u| !a.permissions.values().any(|m| m.contains_key(&u.name)))
-                    .map(render::user)
+                    .map(|u| render::user(b, u))
                     .collect()
             });
             list(r, items)
@@ -189,7 +218,7 @@ pub fn route(node: &dyn Node, r: &Req) -> ApiResult {
         }
         (&M::GET, ["users", u]) => {
             who.require_admin()?;
-            let found = with(node, |b, _| b.auth().user(u).map(render::user));
+            let found = with(node, |b, _| b.auth().user(u).map(|u| render::user(b, u)));
             ok_json(found.ok_or_else(ApiError::not_found)?)
         }
         (&M::PUT, ["users", u]) => {
@@ -716,6 +745,20 @@ pub fn route(node: &dyn Node, r: &Req) -> ApiResult {
         ) => Err(ApiError::method_not_allowed()),
         _ => Err(ApiError::not_found()),
     }
+}
+
+/// The integer `value` of a limit's PUT body.
+fn limit_value(body: &Map<String, Value>, name: &str) -> Result<i64, ApiError> {
+    match body.get("value") {
+        Some(x) => x
+            .as_i64()
+            .ok_or_else(|| ApiError::bad_request(format!("Validation failed\n\n{name} must be an integer, got {x}"))),
+        None => Err(ApiError::bad_request("Validation failed\n\nvalue is required")),
+    }
+}
+
+fn unknown_limit(name: &str, value: i64) -> ApiError {
+    ApiError::bad_request(format!("Validation failed\n\nUnrecognised terms [{{<<\"{name}\">>,{value}}}] in limits"))
 }
 
 /// (description, tags, default queue type) from a vhost body, top level or under `metadata`

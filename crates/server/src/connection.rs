@@ -754,7 +754,9 @@ impl Conn {
                             format!("channel number {ch} exceeds the negotiated channel_max ({})", self.channel_max),
                         ));
                     }
-                    lazy.get().channel_open(self.id, ch);
+                    let broker = lazy.get();
+                    broker.check_channel_limit(self.id).map_err(|e| End::from_amqp(e, class_id, method_id))?;
+                    broker.channel_open(self.id, ch);
                     self.channels.insert(ch, ChannelProto::Open(None));
                     fx.reply(self.id, ch, ChannelOpenOk { channel_id: Bytes::new() });
                     return Ok(());
