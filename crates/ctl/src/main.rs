@@ -491,6 +491,17 @@ impl Ctl {
         }
     }
 
+    /// As rabbitmqctl: a limits definition replaces every limit the user or vhost had.
+    fn replace_limits(&self, base: &str, current: Vec<String>, def: &serde_json::Map<String, Value>) -> CmdResult {
+        for old in current.iter().filter(|n| !def.contains_key(*n)) {
+            self.call("DELETE", &format!("{base}/{}", enc(old)), None)?;
+        }
+        for (name, value) in def {
+            self.call("PUT", &format!("{base}/{}", enc(name)), Some(json!({"value": value})))?;
+        }
+        Ok(())
+    }
+
     /// Names of the limits a vhost has.
     fn vhost_limit_names(&self, ev: &str) -> Result<Vec<String>, Failure> {
         Ok(limit_names(&self.call("GET", &format!("/vhost-limits/{ev}"), None)?))
@@ -750,15 +761,7 @@ impl Ctl {
                     .call("GET", &format!("/user-limits/{eu}"), None)
                     .map_err(|_| Failure(EX_DATAERR, format!("User \"{u}\" does not exist")))?;
                 self.info(format!("Setting user limits to \"{}\" for user \"{u}\" ...", self.pos(1)));
-                for old in limit_names(&current) {
-                    if !def.contains_key(&old) {
-                        self.call("DELETE", &format!("/user-limits/{eu}/{}", enc(&old)), None)?;
-                    }
-                }
-                for (name, value) in &def {
-                    self.call("PUT", &format!("/user-limits/{eu}/{}", enc(name)), Some(json!({"value": value})))?;
-                }
-                Ok(())
+                self.replace_limits(&format!("/user-limits/{eu}"), limit_names(&current), &def)
             }
             "clear_user_limits" => {
                 self.need(2, 2)?;
@@ -801,16 +804,7 @@ impl Ctl {
                 self.need(1, 1)?;
                 let def = limits_definition(self.pos(0), &["max-connections", "max-queues"])?;
                 self.info(format!("Applying limits for vhost \"{v}\" ..."));
-                // As rabbitmqctl: the definition replaces every limit the vhost had.
-                for old in self.vhost_limit_names(&ev)? {
-                    if !def.contains_key(&old) {
-                        self.call("DELETE", &format!("/vhost-limits/{ev}/{}", enc(&old)), None)?;
-                    }
-                }
-                for (name, value) in &def {
-                    self.call("PUT", &format!("/vhost-limits/{ev}/{}", enc(name)), Some(json!({"value": value})))?;
-                }
-                Ok(())
+                self.replace_limits(&format!("/vhost-limits/{ev}"), self.vhost_limit_names(&ev)?, &def)
             }
             "clear_vhost_limits" => {
                 self.need(0, 0)?;
