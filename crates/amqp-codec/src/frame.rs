@@ -77,7 +77,10 @@ impl FrameDecoder {
         let size = u32::from_be_bytes([buf[3], buf[4], buf[5], buf[6]]) as u64;
         let err = |error| FrameError { channel, error, method: None };
         let total = size + FRAME_OVERHEAD as u64;
-        if self.frame_max != 0 && total > self.frame_max as u64 {
+        // RabbitMQ compat: a payload of up to frame_max bytes is accepted (a frame of frame_max
+        // + 8), since many clients cut bodies into frame_max-sized chunks and forget the 8 bytes
+        // of framing; RabbitMQ allows exactly that much slack. A larger one is refused here.
+        if self.frame_max != 0 && size > self.frame_max as u64 {
             return Err(err(CodecError::FrameTooLarge { size: total, frame_max: self.frame_max }));
         }
         if !matches!(kind, FRAME_METHOD | FRAME_HEADER | FRAME_BODY | FRAME_HEARTBEAT) {
@@ -252,12 +255,18 @@ mod tests {
         assert_eq!(b[7 + 4 + 2 + 2], 0b0000_1010);
     }
 
-    /// Proves an oversize frame is refused from its header alone, before its payload arrives.
+    /// Proves an oversize frame is refused from its header alone, before its payload arrives,
+    /// and that a payload of exactly frame_max (RabbitMQ's 8 bytes of slack) is not.
     #[test]
     fn oversize_frame_refused_before_buffering() {
         let mut buf = BytesMut::from(&[3u8, 0, 1, 0, 0x10, 0, 0][..]);
         let err = FrameDecoder::new(131072).decode(&mut buf).expect_err("too large");
         assert!(matches!(err.error, CodecError::FrameTooLarge { .. }), "{err:?}");
+        let mut buf = BytesMut::from(&[3u8, 0, 1, 0, 0x02, 0, 1][..]);
+        let err = FrameDecoder::new(131072).decode(&mut buf).expect_err("one byte past the slack");
+        assert!(matches!(err.error, CodecError::FrameTooLarge { .. }), "{err:?}");
+        let mut buf = BytesMut::from(&[3u8, 0, 1, 0, 0x02, 0, 0][..]);
+        assert!(FrameDecoder::new(131072).decode(&mut buf).expect("a payload of frame_max").is_none());
     }
 
     /// Proves a missing frame-end octet is a frame error.
