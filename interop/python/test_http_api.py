@@ -176,6 +176,14 @@ def test_health_checks_and_aliveness(broker, api):
     assert r.status_code == 503 and r.json()["status"] == "failed"
     assert api.ok("GET", "/health/checks/protocol-listener/amqp")["status"] == "ok"
     assert api.ok("GET", "/aliveness-test/%2F") == {"status": "ok"}
+    # RabbitMQ's deprecated node health check, as AMQPStorm calls it (with the node name from
+    # the overview's contexts).
+    assert api.ok("GET", "/healthchecks/node") == {"status": "ok"}
+    assert api.ok("GET", "/healthchecks/node/") == {"status": "ok"}
+    contexts = api.ok("GET", "/overview")["contexts"]
+    assert contexts and contexts[0]["port"] == str(broker.mgmt_port)
+    assert api.ok("GET", "/healthchecks/node/" + q(contexts[0]["node"])) == {"status": "ok"}
+    assert api.get("/healthchecks/node/rabbit@elsewhere").status_code == 404
 
 
 def test_listing_ten_thousand_queues_is_fast(broker_factory):

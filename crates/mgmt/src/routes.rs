@@ -668,6 +668,21 @@ pub fn route(node: &dyn Node, r: &Req) -> ApiResult {
             }
         }
         (&M::GET, ["aliveness-test", v]) => aliveness(node, who, v),
+        // RabbitMQ's older, deprecated health check, still routed by it: this node (or the node
+        // named, which must be this one) is up and has no alarm.
+        (&M::GET, ["healthchecks", "node", rest @ ..]) if rest.len() <= 1 => {
+            if rest.first().is_some_and(|n| !n.is_empty() && *n != node.node_name()) {
+                return Err(ApiError::not_found());
+            }
+            let alarms = node.alarms();
+            if alarms.is_empty() && node.app_running() {
+                ok_json(json!({"status": "ok"}))
+            } else {
+                ok_json(
+                    json!({"status": "failed", "reason": format!("resource alarm(s) in effect: {}", alarms.join(", "))}),
+                )
+            }
+        }
 
         // ---- policies ----
         (&M::GET, [kind @ ("policies" | "operator-policies")]) => {
@@ -950,7 +965,13 @@ fn overview(node: &dyn Node, who: &Identity) -> ApiResult {
         "queue_totals": {"messages": ready + unacked, "messages_ready": ready, "messages_unacknowledged": unacked},
         "message_stats": stats,
         "listeners": listeners,
-        "contexts": [],
+        // RabbitMQ lists its web listeners here (clients read contexts[0].node).
+        "contexts": node
+            .listeners()
+            .iter()
+            .filter(|(p, _)| p == "http")
+            .map(|(_, a)| json!({"node": node.node_name(), "description": "RabbitMQ Management", "path": "/", "port": a.port().to_string()}))
+            .collect::<Vec<Value>>(),
         "exchange_types": [
             {"name": "direct"}, {"name": "fanout"}, {"name": "topic"}, {"name": "headers"},
             {"name": "x-delayed-message"}
