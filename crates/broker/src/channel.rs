@@ -61,7 +61,7 @@ pub struct Channel {
     pub unacked: VecDeque<Unacked>,
     /// Unacked deliveries to consumers (not basic.get), counted against `global_prefetch`.
     pub consumer_unacked: u32,
-    /// basic.qos global=false: applies to consumers started after it.
+    /// basic.qos global=false: applies to consumers started after it, and to the running ones.
     pub prefetch_count: u16,
     /// basic.qos global=true: shared by all consumers of the channel.
     pub global_prefetch: u16,

@@ -794,6 +794,20 @@ impl Broker {
                     c.prefetch_count = m.prefetch_count;
                 }
                 let queues: Vec<QueueId> = c.consumers.values().copied().collect();
+                if !m.global {
+                    // Better than RabbitMQ (as LavinMQ): a per-consumer limit set while the channel
+                    // consumes also applies to its running consumers, not only to later ones.
+                    // Celery raises its prefetch this way while it holds ETA and retried tasks;
+                    // RabbitMQ 4 ignores that for existing consumers (rabbitmq-server#11948) and
+                    // the worker stalls until one of them is acked.
+                    for qid in &queues {
+                        if let Some(q) = self.queues.get_mut(qid) {
+                            for k in q.consumers.iter_mut().filter(|k| k.conn == conn && k.channel == ch) {
+                                k.prefetch_count = m.prefetch_count;
+                            }
+                        }
+                    }
+                }
                 self.dirty.extend(queues);
                 fx.reply(conn, ch, BasicQosOk);
                 Ok(())

@@ -558,7 +558,8 @@ pub struct Consumer {
     pub tag: Arc<str>,
     pub no_ack: bool,
     pub exclusive: bool,
-    /// basic.qos prefetch_count (global=false) in force when the consumer started; 0 = unlimited.
+    /// basic.qos prefetch_count (global=false) of its channel: in force when the consumer
+    /// started, and changed by a later basic.qos (global=false) on the channel; 0 = unlimited.
     pub prefetch_count: u16,
     pub unacked: u32,
     pub arguments: FieldTable,

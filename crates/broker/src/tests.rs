@@ -71,6 +71,29 @@ fn prefetch_and_requeue_order() {
     assert_eq!(d, vec![(3, true, Bytes::from("a")), (4, true, Bytes::from("b"))]);
 }
 
+/// Proves a basic.qos (global=false) sent while the channel consumes changes the running
+/// consumer's limit at once (raised: the waiting messages flow; lowered: none until acks bring
+/// the unacked count below it), unlike RabbitMQ 4, where only later consumers get it.
+#[test]
+fn per_consumer_qos_applies_to_running_consumers() {
+    let (mut b, mut fx) = setup();
+    declare(&mut b, &mut fx, "q");
+    for body in ["a", "b", "c", "d", "e"] {
+        publish(&mut b, &mut fx, "", "q", body);
+    }
+    b.handle(1, 1, BasicQos { prefetch_count: 1, ..Default::default() }.into(), T0, &mut fx).expect("qos");
+    let consume = BasicConsume { queue: "q".into(), consumer_tag: "c".into(), ..Default::default() };
+    b.handle(1, 1, consume.into(), T0, &mut fx).expect("consume");
+    assert_eq!(deliveries(&mut fx).len(), 1);
+    b.handle(1, 1, BasicQos { prefetch_count: 3, ..Default::default() }.into(), T0, &mut fx).expect("qos");
+    assert_eq!(deliveries(&mut fx).iter().map(|d| d.0).collect::<Vec<_>>(), vec![2, 3]);
+    b.handle(1, 1, BasicQos { prefetch_count: 1, ..Default::default() }.into(), T0, &mut fx).expect("qos");
+    b.handle(1, 1, BasicAck { delivery_tag: 2, multiple: true }.into(), T0, &mut fx).expect("ack");
+    assert!(deliveries(&mut fx).is_empty(), "one unacked delivery is the new limit");
+    b.handle(1, 1, BasicAck { delivery_tag: 3, multiple: false }.into(), T0, &mut fx).expect("ack");
+    assert_eq!(deliveries(&mut fx).iter().map(|d| d.0).collect::<Vec<_>>(), vec![4]);
+}
+
 /// Proves an unknown delivery tag is a 406 and a missing queue a 404 with RabbitMQ's text.
 #[test]
 fn reply_codes_and_texts() {
