@@ -855,6 +855,12 @@ impl Broker {
                 let how = if m.requeue { Settle::Requeue } else { Settle::Discard };
                 self.settle(conn, ch, m.delivery_tag, false, how, fx)
             }
+            // RabbitMQ compat: redelivering to the original consumer (requeue=false) is not
+            // implemented there; it closes the connection with 540 NOT_IMPLEMENTED.
+            Method::BasicRecover(BasicRecover { requeue: false })
+            | Method::BasicRecoverAsync(BasicRecoverAsync { requeue: false }) => {
+                Err(AmqpError::not_implemented("requeue=false"))
+            }
             Method::BasicRecover(_) => {
                 self.recover(conn, ch)?;
                 fx.reply(conn, ch, BasicRecoverOk);

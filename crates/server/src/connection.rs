@@ -768,10 +768,10 @@ impl Conn {
                     Method::ChannelCloseOk(_) => {
                         self.channels.remove(&ch);
                     }
-                    Method::ChannelClose(_) => {
-                        fx.reply(self.id, ch, ChannelCloseOk);
-                        self.channels.remove(&ch);
-                    }
+                    // Both sides closed at once: answer the client's close, and keep the channel
+                    // number until the close-ok owed for ours arrives (as RabbitMQ), so that it
+                    // does not land on a closed channel and end the connection with 504.
+                    Method::ChannelClose(_) => fx.reply(self.id, ch, ChannelCloseOk),
                     _ => {}
                 }
                 Ok(())

@@ -286,6 +286,46 @@ fn method_on_unopened_channel_is_channel_error() {
     assert!(close.reply_text.starts_with("CHANNEL_ERROR - expected 'channel.open'"), "{close:?}");
 }
 
+/// Proves a channel.close that crosses the server's own (a publish to a missing exchange, then
+/// the client's close at once) is answered with close-ok, and that the client's close-ok for the
+/// server's close, arriving after, is absorbed: the connection stays up and the channel number
+/// is free again (amqp091-go's TestChannelExceptionWithCloseIssue43).
+#[test]
+fn crossing_channel_closes_keep_the_connection() {
+    let server = Server::start();
+    let mut c = logged_in(&server);
+    c.open_channel(1).expect("channel");
+    c.open_channel(2).expect("channel");
+    c.publish(1, "no-such-exchange", "k", b"x").expect("publish");
+    let close = ChannelClose { reply_code: 200, reply_text: "bye".into(), class_id: 0, method_id: 0 };
+    c.send_method(1, close).expect("close");
+    // Read as they come; the client's close-ok for the server's close goes after both.
+    let close = match recv_method(&mut c) {
+        (1, Method::ChannelClose(close)) => close,
+        other => panic!("expected channel.close 404, got {other:?}"),
+    };
+    assert_eq!(close.reply_text, "NOT_FOUND - no exchange 'no-such-exchange' in vhost '/'");
+    assert!(matches!(recv_method(&mut c), (1, Method::ChannelCloseOk(_))), "close-ok for the client's close");
+    c.send_method(1, ChannelCloseOk).expect("close-ok for the server's close");
+    declare_queue(&mut c, 2, "after-crossed-closes");
+    c.open_channel(1).expect("channel 1 is free again");
+    declare_queue(&mut c, 1, "on-reopened-channel");
+}
+
+/// Proves basic.recover and basic.recover-async with requeue=false get connection.close 540
+/// NOT_IMPLEMENTED, as RabbitMQ, which does not redeliver to the original consumer.
+#[test]
+fn recover_without_requeue_is_not_implemented() {
+    for method in [Method::from(BasicRecover { requeue: false }), Method::from(BasicRecoverAsync { requeue: false })] {
+        let server = Server::start();
+        let mut c = logged_in(&server);
+        c.open_channel(1).expect("channel");
+        c.send_method(1, method).expect("send");
+        let close = expect_connection_close(&mut c, NOT_IMPLEMENTED);
+        assert_eq!(close.reply_text, "NOT_IMPLEMENTED - requeue=false");
+    }
+}
+
 /// Proves a second channel.open on an open channel gets connection.close 504 with RabbitMQ's text.
 #[test]
 fn second_channel_open_is_channel_error() {
