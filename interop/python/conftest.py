@@ -31,6 +31,7 @@ DEFAULT_BIN = os.path.join(REPO_ROOT, "target", "debug", "warren-server")
 
 PORT_RE = re.compile(r"amqp=\S*?:(\d+)")
 MGMT_RE = re.compile(r"mgmt=\S*?:(\d+)")
+TLS_RE = re.compile(r"amqps=\S*?:(\d+)")
 STARTUP_DEADLINE_S = 20.0
 STOP_DEADLINE_S = 5.0
 
@@ -93,9 +94,11 @@ def pump_for(seconds, conns):
 class BrokerProcess:
     """A running warren-server (or an external broker)."""
 
-    def __init__(self, host, port, proc=None, data_dir=None, log=None, mgmt_port=None):
+    def __init__(self, host, port, proc=None, data_dir=None, log=None, mgmt_port=None, tls_port=None):
         self.host = host
         self.port = port
+        # The AMQPS port (None unless started with --tls-cert/--tls-key).
+        self.tls_port = tls_port
         # The HTTP management API's port (None when the server runs without it).
         self.mgmt_port = mgmt_port
         self.proc = proc
@@ -168,8 +171,9 @@ def start_broker(data_dir, extra_args=(), prefix=()):
             if not found.is_set():
                 m = PORT_RE.search(line)
                 if m:
-                    mg = MGMT_RE.search(line)
-                    port_box.append((int(m.group(1)), int(mg.group(1)) if mg else None))
+                    mg, tl = MGMT_RE.search(line), TLS_RE.search(line)
+                    port_box.append((int(m.group(1)), int(mg.group(1)) if mg else None,
+                                     int(tl.group(1)) if tl else None))
                     found.set()
         stream.close()
 
@@ -186,8 +190,9 @@ def start_broker(data_dir, extra_args=(), prefix=()):
                         "(exit code %r). Output:\n%s"
                         % (STARTUP_DEADLINE_S, proc.returncode, "\n".join(log)),
                         pytrace=False)
-    port, mgmt_port = port_box[0]
-    return BrokerProcess("127.0.0.1", port, proc=proc, data_dir=data_dir, log=log, mgmt_port=mgmt_port)
+    port, mgmt_port, tls_port = port_box[0]
+    return BrokerProcess("127.0.0.1", port, proc=proc, data_dir=data_dir, log=log, mgmt_port=mgmt_port,
+                         tls_port=tls_port)
 
 
 @pytest.fixture(scope="session")

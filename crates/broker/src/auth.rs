@@ -162,6 +162,8 @@ pub struct ConnectionMeta {
     pub channel_max: u16,
     pub heartbeat_secs: u16,
     pub auth_mechanism: String,
+    /// The connection came in on the AMQPS (TLS) listener.
+    pub tls: bool,
     /// Bytes and reads/writes on the socket, counted by the connection's tasks without the
     /// broker lock (RabbitMQ's `recv_oct`, `recv_cnt`, `send_oct`, `send_cnt`).
     pub io: Arc<IoCounters>,

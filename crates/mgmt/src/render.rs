@@ -247,7 +247,7 @@ pub fn connections(b: &Broker, node: &str, who: &Identity) -> Vec<Value> {
                 "type": "network",
                 "protocol": "AMQP 0-9-1",
                 "auth_mechanism": meta.auth_mechanism,
-                "ssl": false,
+                "ssl": meta.tls,
                 "channels": channels,
                 "channel_max": meta.channel_max,
                 "frame_max": meta.frame_max,

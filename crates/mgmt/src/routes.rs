@@ -654,6 +654,7 @@ pub fn route(node: &dyn Node, r: &Req) -> ApiResult {
         (&M::GET, ["health", "checks", "protocol-listener", proto]) => {
             let want = match *proto {
                 "amqp" | "amqp091" | "amqp0.9.1" | "amqp0-9-1" => "amqp",
+                "amqps" | "amqp/ssl" | "amqp091/ssl" => "amqp/ssl",
                 "http" | "management" => "http",
                 other => other,
             };
@@ -949,7 +950,7 @@ fn overview(node: &dyn Node, who: &Identity) -> ApiResult {
         .listeners()
         .iter()
         .map(|(p, a)| {
-            json!({"node": node.node_name(), "protocol": if p == "amqp" { "amqp" } else { "http" }, "ip_address": a.ip().to_string(), "port": a.port()})
+            json!({"node": node.node_name(), "protocol": if p.starts_with("amqp") { p.as_str() } else { "http" }, "ip_address": a.ip().to_string(), "port": a.port()})
         })
         .collect();
     ok_json(json!({

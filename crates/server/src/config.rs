@@ -19,6 +19,30 @@ pub struct Config {
     #[arg(long = "bind", value_name = "ADDR")]
     pub bind: Vec<std::net::IpAddr>,
 
+    /// AMQPS (AMQP over TLS) port, listened on when --tls-cert and --tls-key are given (RabbitMQ's
+    /// 5671); 0 picks a free port. On the same addresses as --bind.
+    #[arg(long, default_value_t = 5671, env = "WARREN_TLS_PORT")]
+    pub tls_port: u16,
+
+    /// PEM certificate chain of the AMQPS listener (the server's certificate first); with
+    /// --tls-key, turns AMQPS on.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// PEM CA certificates: AMQPS clients are asked for a certificate, which must chain to one of
+    /// them (RabbitMQ's verify_peer). Without it, client certificates are not asked for.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_ca: Option<PathBuf>,
+
+    /// With --tls-ca: refuse AMQPS clients that present no certificate (RabbitMQ's
+    /// fail_if_no_peer_cert).
+    #[arg(long, requires = "tls_ca")]
+    pub tls_fail_if_no_peer_cert: bool,
+
     /// Directory for the node's data (created when missing).
     #[arg(long, default_value = "./warren-data", env = "WARREN_DATA_DIR")]
     pub data_dir: PathBuf,

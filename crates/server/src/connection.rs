@@ -17,8 +17,7 @@ use amqp_codec::*;
 use broker::{delivery_cost, AmqpError, Broker, ConnectionId, Effects, Message, Outbound, PublishFlags, WriteCredit};
 use bytes::{Buf, Bytes, BytesMut};
 use parking_lot::MutexGuard;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::outbox::Outbox;
@@ -81,14 +80,34 @@ fn frame_error_end(e: FrameError) -> End {
 }
 
 /// Serves one accepted socket to the end.
-pub async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
+/// Serves one client connection, plain (`tls` None) or AMQPS: the TLS handshake counts against
+/// the AMQP handshake timeout.
+pub async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr, tls: Option<tokio_rustls::TlsAcceptor>) {
     shared.connection_count.fetch_add(1, Ordering::Relaxed);
     let id = shared.next_connection_id();
     let _ = stream.set_nodelay(true);
     if shared.connection_count.load(Ordering::Relaxed) > shared.config.connection_max {
         tracing::warn!(%peer, "connection refused: connection_max {} reached", shared.config.connection_max);
     } else {
-        match run(&shared, id, stream, peer).await {
+        let local = stream.local_addr().ok();
+        let result = match tls {
+            None => {
+                let (rd, wr) = stream.into_split();
+                run(&shared, id, rd, wr, peer, local, false).await
+            }
+            Some(acceptor) => {
+                let timeout = Duration::from_secs(shared.config.handshake_timeout_secs);
+                match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+                    Err(_) => Err("TLS handshake timed out".to_owned()),
+                    Ok(Err(e)) => Err(format!("TLS handshake failed: {e}")),
+                    Ok(Ok(stream)) => {
+                        let (rd, wr) = tokio::io::split(stream);
+                        run(&shared, id, rd, wr, peer, local, true).await
+                    }
+                }
+            }
+        };
+        match result {
             Ok(()) => tracing::debug!(%peer, "connection closed"),
             Err(e) => tracing::info!(%peer, "connection ended: {e}"),
         }
@@ -105,14 +124,14 @@ pub async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
     shared.connection_count.fetch_sub(1, Ordering::Relaxed);
 }
 
-struct Reader {
-    rd: OwnedReadHalf,
+struct Reader<R> {
+    rd: R,
     buf: BytesMut,
     decoder: FrameDecoder,
     io: Arc<broker::auth::IoCounters>,
 }
 
-impl Reader {
+impl<R: AsyncRead + Unpin> Reader<R> {
     async fn read_more(&mut self) -> Result<(), String> {
         if self.buf.capacity() - self.buf.len() < 4096 {
             self.buf.reserve(READ_BUFFER_BYTES);
@@ -140,7 +159,7 @@ impl Reader {
     }
 }
 
-async fn write_frames(wr: &mut OwnedWriteHalf, methods: &[(u16, Method)]) -> Result<(), End> {
+async fn write_frames<W: AsyncWrite + Unpin>(wr: &mut W, methods: &[(u16, Method)]) -> Result<(), End> {
     let mut buf = BytesMut::new();
     for (ch, m) in methods {
         write_method(&mut buf, *ch, m).map_err(|e| End::Io(e.to_string()))?;
@@ -231,12 +250,14 @@ struct Negotiated {
 }
 
 /// The handshake, up to and including connection.open-ok.
-async fn handshake(
+async fn handshake<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
     shared: &Shared,
     id: ConnectionId,
-    reader: &mut Reader,
-    wr: &mut OwnedWriteHalf,
+    reader: &mut Reader<R>,
+    wr: &mut W,
     peer: SocketAddr,
+    local: Option<SocketAddr>,
+    tls: bool,
 ) -> Result<Negotiated, End> {
     let cfg = &shared.config;
     while reader.buf.len() < 8 {
@@ -341,7 +362,6 @@ async fn handshake(
         if let Err(e) = opened {
             return Err(End::from_amqp(e, 10, 40));
         }
-        let local = wr.local_addr().ok();
         broker.set_connection_meta(
             id,
             broker::auth::ConnectionMeta {
@@ -356,6 +376,7 @@ async fn handshake(
                 channel_max,
                 heartbeat_secs: tune_ok.heartbeat,
                 auth_mechanism: start_ok.mechanism.clone(),
+                tls,
                 io: reader.io.clone(),
             },
         );
@@ -384,8 +405,19 @@ fn unexpected_in_handshake(expected: &str, got: &Frame) -> End {
     }
 }
 
-async fn run(shared: &Arc<Shared>, id: ConnectionId, stream: TcpStream, peer: SocketAddr) -> Result<(), String> {
-    let (rd, mut wr) = stream.into_split();
+async fn run<R, W>(
+    shared: &Arc<Shared>,
+    id: ConnectionId,
+    rd: R,
+    mut wr: W,
+    peer: SocketAddr,
+    local: Option<SocketAddr>,
+    tls: bool,
+) -> Result<(), String>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
     let mut reader = Reader {
         rd,
         buf: BytesMut::with_capacity(READ_BUFFER_BYTES),
@@ -393,18 +425,19 @@ async fn run(shared: &Arc<Shared>, id: ConnectionId, stream: TcpStream, peer: So
         io: Default::default(),
     };
     let timeout = Duration::from_secs(shared.config.handshake_timeout_secs);
-    let negotiated = match tokio::time::timeout(timeout, handshake(shared, id, &mut reader, &mut wr, peer)).await {
-        Err(_) => return Err("handshake timed out".into()),
-        Ok(Err(End::Io(e))) => return Err(e),
-        Ok(Err(End::Hard { code, text, class_id, method_id })) => {
-            let close = ConnectionClose { reply_code: code, reply_text: text.clone(), class_id, method_id };
-            let _ = write_frames(&mut wr, &[(0, close.into())]).await;
-            // Give the client a moment to read the close before the socket goes.
-            let _ = tokio::time::timeout(Duration::from_millis(500), reader.read_more()).await;
-            return Err(text);
-        }
-        Ok(Ok(n)) => n,
-    };
+    let negotiated =
+        match tokio::time::timeout(timeout, handshake(shared, id, &mut reader, &mut wr, peer, local, tls)).await {
+            Err(_) => return Err("handshake timed out".into()),
+            Ok(Err(End::Io(e))) => return Err(e),
+            Ok(Err(End::Hard { code, text, class_id, method_id })) => {
+                let close = ConnectionClose { reply_code: code, reply_text: text.clone(), class_id, method_id };
+                let _ = write_frames(&mut wr, &[(0, close.into())]).await;
+                // Give the client a moment to read the close before the socket goes.
+                let _ = tokio::time::timeout(Duration::from_millis(500), reader.read_more()).await;
+                return Err(text);
+            }
+            Ok(Ok(n)) => n,
+        };
     let outbox = Arc::new(Outbox::new());
     shared.outboxes.lock().insert(id, outbox.clone());
     let closing = Arc::new(AtomicBool::new(false));
@@ -435,15 +468,24 @@ async fn run(shared: &Arc<Shared>, id: ConnectionId, stream: TcpStream, peer: So
         blocked_capable: negotiated.blocked_capable,
         blocked_sent: false,
         done: false,
+        client_closed: false,
     };
     let result = conn.read_loop(shared, &mut reader, negotiated.heartbeat_secs, &outbox).await;
     closing.store(true, Ordering::Release);
     outbox.wake();
-    let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
+    let mut wr = tokio::time::timeout(Duration::from_secs(2), writer).await.ok().and_then(|r| r.ok());
+    if !(result.is_ok() && conn.client_closed) {
+        // We end the connection (our close was answered, or it failed): send our FIN now.
+        if let Some(w) = wr.as_mut() {
+            let _ = w.shutdown().await;
+        }
+    }
     if result.is_ok() {
         // Spec: after close/close-ok the client closes the socket. Read (and drop) what it still
         // sends until it does: closing with unread data would reset the connection under a
-        // client that is still flushing frames it queued before its connection.close.
+        // client that is still flushing frames it queued before its connection.close. After the
+        // client's own close, our side stays open until then, as RabbitMQ's: a client that reads
+        // EOF before it has closed may report the connection as lost.
         let drain = async {
             let mut sink = [0u8; 8192];
             while let Ok(n) = reader.rd.read(&mut sink).await {
@@ -453,6 +495,9 @@ async fn run(shared: &Arc<Shared>, id: ConnectionId, stream: TcpStream, peer: So
             }
         };
         let _ = tokio::time::timeout(CLOSE_DRAIN_MAX, drain).await;
+    }
+    if let Some(mut w) = wr {
+        let _ = w.shutdown().await;
     }
     result
 }
@@ -497,6 +542,9 @@ struct Conn {
     /// We sent connection.blocked and owe a connection.unblocked.
     blocked_sent: bool,
     done: bool,
+    /// The client sent connection.close and we answered close-ok: the client closes the socket
+    /// (we wait for it, as RabbitMQ, rather than send a FIN it might read as a lost connection).
+    client_closed: bool,
 }
 
 /// The broker lock, taken at most once per read batch and only when needed, with the time it
@@ -525,10 +573,10 @@ impl<'a> Lazy<'a> {
 }
 
 impl Conn {
-    async fn read_loop(
+    async fn read_loop<R: AsyncRead + Unpin>(
         &mut self,
         shared: &Arc<Shared>,
-        reader: &mut Reader,
+        reader: &mut Reader<R>,
         heartbeat_secs: u16,
         outbox: &Outbox,
     ) -> Result<(), String> {
@@ -694,8 +742,14 @@ impl Conn {
         }
         if self.closing_since.is_some() {
             // Spec: after sending connection.close, discard everything but close and close-ok.
-            if let Frame::Method { method: Method::ConnectionCloseOk(_) | Method::ConnectionClose(_), .. } = frame {
-                self.done = true;
+            match frame {
+                Frame::Method { method: Method::ConnectionCloseOk(_), .. } => self.done = true,
+                // Closes crossed: answer the client's as well (as RabbitMQ).
+                Frame::Method { method: Method::ConnectionClose(_), .. } => {
+                    fx.reply(self.id, 0, ConnectionCloseOk);
+                    self.done = true;
+                }
+                _ => {}
             }
             return Ok(());
         }
@@ -721,6 +775,7 @@ impl Conn {
             Method::ConnectionClose(_) => {
                 fx.reply(self.id, 0, ConnectionCloseOk);
                 self.done = true;
+                self.client_closed = true;
                 Ok(())
             }
             Method::ConnectionCloseOk(_) => {
@@ -967,7 +1022,8 @@ struct Writer {
 
 /// Encodes outbox batches into one buffer per batch and writes them; sends heartbeats when idle.
 /// After each write it refunds the deliveries' write credit, resuming dispatch if it ran dry.
-async fn writer_loop(w: Writer, mut wr: OwnedWriteHalf, frame_max: u32, heartbeat_secs: u16) {
+/// Returns the write half, flushed but not shut down: `run` closes it when the client is done.
+async fn writer_loop<W: AsyncWrite + Unpin>(w: Writer, mut wr: W, frame_max: u32, heartbeat_secs: u16) -> W {
     let mut items = Vec::new();
     let mut buf = BytesMut::with_capacity(64 * 1024);
     let idle = if heartbeat_secs == 0 {
@@ -1020,7 +1076,8 @@ async fn writer_loop(w: Writer, mut wr: OwnedWriteHalf, frame_max: u32, heartbea
             w.shared.dispatch(&mut fx);
         }
     }
-    let _ = wr.shutdown().await;
+    let _ = wr.flush().await;
+    wr
 }
 
 /// Returns Pending once after waking its own task, which goes to the back of the runtime's run

@@ -8,6 +8,7 @@ pub mod connection;
 pub mod control;
 pub mod outbox;
 pub mod prometheus;
+pub mod tls;
 
 use broker::HashMap;
 use std::net::SocketAddr;
@@ -93,14 +94,44 @@ impl Shared {
 }
 
 /// Binds the configured listeners: dual-stack `[::]` by default, `0.0.0.0` when IPv6 is missing.
-pub fn bind(config: &Config) -> anyhow::Result<Vec<TcpListener>> {
+/// An AMQP listener: plain, or AMQPS with its TLS acceptor.
+pub struct AmqpListener {
+    pub tcp: TcpListener,
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+}
+
+impl AmqpListener {
+    /// The protocol name RabbitMQ lists for it: `amqp` or `amqp/ssl`.
+    pub fn protocol(&self) -> &'static str {
+        if self.tls.is_some() {
+            "amqp/ssl"
+        } else {
+            "amqp"
+        }
+    }
+}
+
+/// The AMQP listeners (`--port` on every `--bind` address), then the AMQPS ones (`--tls-port`)
+/// when `--tls-cert` and `--tls-key` are given.
+pub fn bind(config: &Config) -> anyhow::Result<Vec<AmqpListener>> {
+    let mut out: Vec<AmqpListener> =
+        bind_port(config, config.port)?.into_iter().map(|tcp| AmqpListener { tcp, tls: None }).collect();
+    if let Some(acceptor) = tls::acceptor(config)? {
+        for tcp in bind_port(config, config.tls_port)? {
+            out.push(AmqpListener { tcp, tls: Some(acceptor.clone()) });
+        }
+    }
+    Ok(out)
+}
+
+fn bind_port(config: &Config, port: u16) -> anyhow::Result<Vec<TcpListener>> {
     let mut addrs = config.bind_addrs();
     let default = addrs.is_empty();
     if default {
-        addrs.push(SocketAddr::from(([0u16; 8], config.port)));
+        addrs.push(SocketAddr::from(([0u16; 8], port)));
     }
     let mut out = Vec::new();
-    let mut port = config.port;
+    let mut port = port;
     for mut addr in addrs {
         if port != 0 {
             addr.set_port(port);
@@ -232,7 +263,7 @@ pub fn open_broker(config: &Config) -> anyhow::Result<Broker> {
 pub async fn run(
     config: Config,
     broker: Broker,
-    listeners: Vec<TcpListener>,
+    listeners: Vec<AmqpListener>,
     mgmt: Option<(TcpListener, String)>,
     prometheus: Option<TcpListener>,
     stop: Arc<watch::Sender<bool>>,
@@ -259,7 +290,7 @@ pub async fn run(
         app_running: std::sync::atomic::AtomicBool::new(true),
     });
     let mut addrs: Vec<(String, SocketAddr)> =
-        listeners.iter().filter_map(|l| l.local_addr().ok()).map(|a| ("amqp".to_owned(), a)).collect();
+        listeners.iter().filter_map(|l| Some((l.protocol().to_owned(), l.tcp.local_addr().ok()?))).collect();
     let mgmt_task = match mgmt {
         Some((listener, secret)) => {
             if let Ok(a) = listener.local_addr() {
@@ -295,11 +326,11 @@ pub async fn run(
         tasks.push(tokio::spawn(async move {
             loop {
                 tokio::select! {
-                    r = l.accept() => match r {
+                    r = l.tcp.accept() => match r {
                         Ok((stream, _)) if !shared.app_running.load(Ordering::SeqCst) => drop(stream),
                         Ok((stream, peer)) => {
-                            let shared = shared.clone();
-                            tokio::spawn(async move { connection::serve(shared, stream, peer).await });
+                            let (shared, tls) = (shared.clone(), l.tls.clone());
+                            tokio::spawn(async move { connection::serve(shared, stream, peer, tls).await });
                         }
                         Err(e) => {
                             // EMFILE and friends: back off rather than spin.

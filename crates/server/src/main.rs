@@ -35,8 +35,13 @@ fn main() -> anyhow::Result<()> {
         // Recovery comes before listening: clients never see a half-recovered broker.
         let broker = open_broker(&config)?;
         let listeners = bind(&config)?;
-        let mut addrs: Vec<String> =
-            listeners.iter().filter_map(|l| l.local_addr().ok()).map(|a| format!("amqp={a}")).collect();
+        let mut addrs: Vec<String> = listeners
+            .iter()
+            .filter_map(|l| {
+                let a = l.tcp.local_addr().ok()?;
+                Some(if l.tls.is_some() { format!("amqps={a}") } else { format!("amqp={a}") })
+            })
+            .collect();
         let mgmt_listener = bind_management(&config)?;
         let prometheus_listener = warren_server::prometheus::bind(&config)?;
         let secret = control::new_secret();

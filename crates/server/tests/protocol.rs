@@ -480,7 +480,9 @@ fn frames_after_channel_close_are_dropped_until_close_ok() {
 }
 
 /// Proves connection.close from the client is answered with connection.close-ok, after which the
-/// server closes the socket.
+/// server leaves the socket to the client to close, as RabbitMQ does (a client that reads EOF
+/// before it has closed may report a lost connection: amqp091-go's close listeners get a 501
+/// EOF), and still closes it itself when the client does not (within 3 s).
 #[test]
 fn client_connection_close_gets_close_ok() {
     let server = Server::start();
@@ -492,7 +494,29 @@ fn client_connection_close_gets_close_ok() {
         (0, Method::ConnectionCloseOk(_)) => {}
         other => panic!("expected connection.close-ok, got {other:?}"),
     }
-    c.expect_closed(REPLY).expect("socket closed after close-ok");
+    match c.recv(Duration::from_millis(500)) {
+        Err(_) => {}
+        Ok(Recv::Closed) => panic!("the server closed the socket before the client"),
+        Ok(other) => panic!("nothing expected after close-ok, got {other:?}"),
+    }
+    c.expect_closed(REPLY).expect("socket closed by the server after waiting for the client");
+}
+
+/// Proves that when the server closes (here: a hard error) and the client answers close-ok, the
+/// server closes the socket at once.
+#[test]
+fn server_close_answered_then_socket_closed_at_once() {
+    let server = Server::start();
+    let mut c = logged_in(&server);
+    c.send_method(5, BasicQos { prefetch_count: 1, ..Default::default() }).expect("send");
+    match recv_method(&mut c) {
+        (0, Method::ConnectionClose(close)) => assert_eq!(close.reply_code, CHANNEL_ERROR),
+        other => panic!("expected connection.close, got {other:?}"),
+    }
+    let started = Instant::now();
+    c.send_method(0, ConnectionCloseOk).expect("close-ok");
+    c.expect_closed(REPLY).expect("socket closed after our close-ok");
+    assert!(started.elapsed() < Duration::from_secs(1), "closed after {:?}", started.elapsed());
 }
 
 /// Proves publishing to a missing exchange closes only that channel, with 404 and RabbitMQ's

@@ -1,0 +1,98 @@
+"""AMQPS: --tls-cert/--tls-key open a TLS listener beside the plain one (pika with an SSL context,
+certificates made here with openssl); --tls-ca verifies client certificates, and with
+--tls-fail-if-no-peer-cert a client without one is refused. The management API shows ssl=true."""
+
+import ssl
+import subprocess
+
+import pika
+import pytest
+
+from admin_util import Api
+from conftest import wait_for
+
+
+def openssl(*args, cwd):
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    """A CA, a server certificate for localhost/127.0.0.1 and a client certificate, both signed
+    by the CA."""
+    d = tmp_path_factory.mktemp("pki")
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
+            "-subj", "/CN=Warren test CA", cwd=d)
+    # Extensions make them X.509 v3 certificates, which rustls (webpki) requires.
+    (d / "server.ext").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n")
+    (d / "client.ext").write_text("extendedKeyUsage=clientAuth\n")
+    for name, ext in (("server", ["-extfile", "server.ext"]), ("client", ["-extfile", "client.ext"])):
+        openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", name + ".key", "-out", name + ".csr",
+                "-subj", "/CN=" + name, cwd=d)
+        openssl("x509", "-req", "-in", name + ".csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+                "-out", name + ".pem", "-days", "2", *ext, cwd=d)
+    return d
+
+
+def tls_params(broker, pki, client_cert=False):
+    context = ssl.create_default_context(cafile=str(pki / "ca.pem"))
+    if client_cert:
+        context.load_cert_chain(str(pki / "client.pem"), str(pki / "client.key"))
+    return pika.ConnectionParameters(host="127.0.0.1", port=broker.tls_port, connection_attempts=1,
+                                     ssl_options=pika.SSLOptions(context, server_hostname="localhost"))
+
+
+def start(broker_factory, pki, *extra):
+    return broker_factory.start(broker_factory.new_data_dir(), [
+        "--tls-port", "0", "--tls-cert", str(pki / "server.pem"), "--tls-key", str(pki / "server.key"), *extra])
+
+
+def test_amqps_hello_world_beside_plain_amqp(broker_factory, pki):
+    b = start(broker_factory, pki)
+    assert b.tls_port and b.tls_port != b.port
+    conn = pika.BlockingConnection(tls_params(b, pki))
+    ch = conn.channel()
+    ch.queue_declare("tls-hello")
+    ch.confirm_delivery()
+    body = b"x" * 300_000
+    ch.basic_publish("", "tls-hello", body)
+    plain = b.connect()
+    method, _, got = plain.channel().basic_get("tls-hello", auto_ack=True)
+    assert got == body, "published over TLS, read over plain AMQP"
+    api = Api(b)
+    conns = wait_for(5, lambda: api.ok("GET", "/connections") if len(api.ok("GET", "/connections")) == 2 else None)
+    assert sorted(c["ssl"] for c in conns) == [False, True]
+    listeners = {(l["protocol"], l["port"]) for l in api.ok("GET", "/overview")["listeners"]}
+    assert ("amqp/ssl", b.tls_port) in listeners and ("amqp", b.port) in listeners
+    conn.close()
+    plain.close()
+
+
+def test_plain_amqp_on_the_tls_port_is_refused(broker_factory, pki):
+    b = start(broker_factory, pki)
+    with pytest.raises(pika.exceptions.AMQPConnectionError):
+        pika.BlockingConnection(pika.ConnectionParameters(host="127.0.0.1", port=b.tls_port, connection_attempts=1,
+                                                          socket_timeout=5, blocked_connection_timeout=5))
+    b.connect().close()
+
+
+def test_client_certificates_verified_against_the_ca(broker_factory, pki):
+    b = start(broker_factory, pki, "--tls-ca", str(pki / "ca.pem"), "--tls-fail-if-no-peer-cert")
+    with pytest.raises(pika.exceptions.AMQPConnectionError):
+        pika.BlockingConnection(tls_params(b, pki, client_cert=False))
+    conn = pika.BlockingConnection(tls_params(b, pki, client_cert=True))
+    conn.channel().queue_declare("mtls")
+    conn.close()
+    # Without --tls-fail-if-no-peer-cert a certificate is asked for, checked if given, not required.
+    b = start(broker_factory, pki, "--tls-ca", str(pki / "ca.pem"))
+    pika.BlockingConnection(tls_params(b, pki, client_cert=False)).close()
+    pika.BlockingConnection(tls_params(b, pki, client_cert=True)).close()
+
+
+def test_bad_key_file_is_a_clear_startup_error(broker_factory, pki, tmp_path):
+    (tmp_path / "empty.pem").write_text("")
+    r = subprocess.run([__import__("conftest").broker_binary(), "--port", "0", "--management-port", "0",
+                        "--data-dir", str(tmp_path / "d"), "--tls-port", "0", "--tls-cert", str(pki / "server.pem"),
+                        "--tls-key", str(tmp_path / "empty.pem")], capture_output=True, text=True, timeout=20)
+    assert r.returncode != 0
+    assert "no PEM private key in" in r.stderr, r.stderr
