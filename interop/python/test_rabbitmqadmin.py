@@ -63,8 +63,16 @@ def test_users_vhosts_permissions(admin, broker, uniq):
     admin("declare", "permissions", "--vhost", uniq, "--user", uniq, "--configure", ".*", "--write", ".*",
           "--read", ".*")
     assert api.ok("GET", "/permissions/%s/%s" % (uniq, uniq))["configure"] == ".*"
+    # A connection, a channel and a consumer to list (every field of each must decode).
+    conn = broker.connect()
+    ch = conn.channel()
+    q = ch.queue_declare("", exclusive=True).method.queue
+    ch.basic_consume(q, lambda *a: None, consumer_tag="admin-listed-" + uniq)
     for what in ("users", "vhosts", "permissions", "nodes", "connections", "channels", "consumers", "policies"):
-        admin("list", what)
+        out = admin("list", what).stdout
+        if what == "consumers":
+            assert "admin-listed-" + uniq in out, out
+    conn.close()
     admin("delete", "user", "--name", uniq)
     admin("delete", "vhost", "--name", uniq)
     assert api.get("/vhosts/" + uniq).status_code == 404

@@ -29,7 +29,7 @@ pub(crate) fn consumer_timeout_arg(args: &FieldTable) -> Option<u64> {
 impl Broker {
     /// The acknowledgement timeout of a delivery from `qid` (to a consumer with its own timeout
     /// `consumer`, if any), in milliseconds; 0 when none applies.
-    pub(crate) fn ack_timeout_ms(&self, qid: QueueId, consumer: Option<u64>) -> u64 {
+    pub fn ack_timeout_ms(&self, qid: QueueId, consumer: Option<u64>) -> u64 {
         consumer
             .or_else(|| self.queues.get(&qid)?.features.as_deref()?.consumer_timeout_ms)
             .unwrap_or(self.config.consumer_timeout_ms)

@@ -320,7 +320,7 @@ pub fn channels(b: &Broker, node: &str, who: &Identity, only_conn: Option<u64>) 
     out
 }
 
-pub fn consumers(b: &Broker, who: &Identity, vhost: Option<&str>) -> Vec<Value> {
+pub fn consumers(b: &Broker, node: &str, who: &Identity, vhost: Option<&str>) -> Vec<Value> {
     let mut out = Vec::new();
     let mut qs: Vec<&Queue> = b.queues.values().filter(|q| vhost.is_none_or(|v| v == q.vhost)).collect();
     qs.sort_by(|a, b| (&a.vhost, &a.name).cmp(&(&b.vhost, &b.name)));
@@ -340,6 +340,7 @@ pub fn consumers(b: &Broker, who: &Identity, vhost: Option<&str>) -> Vec<Value> 
                 "channel_details": {
                     "name": channel_name(b, c.conn, c.channel),
                     "number": c.channel,
+                    "node": node,
                     "connection_name": meta.name,
                     "peer_host": meta.peer_host,
                     "peer_port": meta.peer_port,
@@ -352,6 +353,9 @@ pub fn consumers(b: &Broker, who: &Identity, vhost: Option<&str>) -> Vec<Value> 
                 "active": true,
                 "activity_status": "up",
                 "priority": c.priority,
+                // The acknowledgement timeout in force, in ms (RabbitMQ 3.12+ lists it; clients
+                // such as rabbitmqadmin v2 require it).
+                "consumer_timeout": b.ack_timeout_ms(q.id, c.timeout_ms),
             }));
         }
     }

@@ -582,10 +582,10 @@ pub fn route(node: &dyn Node, r: &Req) -> ApiResult {
             let items = with(node, |b, _| render::channels(b, &node.node_name(), who, None));
             ok_json(items.into_iter().find(|c| c["name"] == *name).ok_or_else(ApiError::not_found)?)
         }
-        (&M::GET, ["consumers"]) => list(r, with(node, |b, _| render::consumers(b, who, None))),
+        (&M::GET, ["consumers"]) => list(r, with(node, |b, _| render::consumers(b, &node.node_name(), who, None))),
         (&M::GET, ["consumers", v]) => {
             vhost_visible(node, who, v)?;
-            list(r, with(node, |b, _| render::consumers(b, who, Some(v))))
+            list(r, with(node, |b, _| render::consumers(b, &node.node_name(), who, Some(v))))
         }
 
         // ---- definitions ----
