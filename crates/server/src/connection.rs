@@ -442,7 +442,7 @@ where
     shared.outboxes.lock().insert(id, outbox.clone());
     let closing = Arc::new(AtomicBool::new(false));
     let close_sent = Arc::new(AtomicBool::new(false));
-    let writer = tokio::spawn(writer_loop(
+    let mut writer = tokio::spawn(writer_loop(
         Writer {
             shared: shared.clone(),
             id,
@@ -473,7 +473,15 @@ where
     let result = conn.read_loop(shared, &mut reader, negotiated.heartbeat_secs, &outbox).await;
     closing.store(true, Ordering::Release);
     outbox.wake();
-    let mut wr = tokio::time::timeout(Duration::from_secs(2), writer).await.ok().and_then(|r| r.ok());
+    let mut wr = match tokio::time::timeout(Duration::from_secs(2), &mut writer).await {
+        Ok(r) => r.ok(),
+        Err(_) => {
+            // A peer that stopped reading keeps the writer stuck in a write: stop it, which
+            // drops (and closes) its half of the socket, rather than leave it to hold it.
+            writer.abort();
+            None
+        }
+    };
     if !(result.is_ok() && conn.client_closed) {
         // We end the connection (our close was answered, or it failed): send our FIN now.
         if let Some(w) = wr.as_mut() {

@@ -434,6 +434,44 @@ fn silent_client_disconnected_by_heartbeat_timeout() {
     assert!(waited <= Duration::from_millis(3500), "closed only after {waited:?}");
 }
 
+/// Proves a client that stops reading (its socket buffers full of deliveries) and stops sending
+/// heartbeats is let go: the server gives up on the connection after two heartbeat intervals
+/// and, since its writer is stuck in a write to the full socket, closes the socket 2 s later
+/// instead of keeping it, and the stuck writer, for as long as the client lives.
+#[test]
+fn client_that_stops_reading_is_closed() {
+    let server = Server::start();
+    let pid = server.pid().expect("running");
+    let sockets = || {
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .expect("fds")
+            .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+            .filter(|l| l.to_string_lossy().starts_with("socket:"))
+            .count()
+    };
+    let mut c = logged_in_tuned(&server, |t| ConnectionTuneOk { heartbeat: 1, ..raw::echo_tune(t) });
+    c.open_channel(1).expect("channel");
+    declare_queue(&mut c, 1, "never-read");
+    let body = vec![7u8; 64 * 1024];
+    let mut p = logged_in(&server);
+    p.open_channel(1).expect("channel");
+    for _ in 0..400 {
+        p.publish(1, "", "never-read", &body).expect("publish");
+    }
+    declare_queue(&mut p, 1, "never-read");
+    let with_both = sockets();
+    let consume = BasicConsume { queue: "never-read".into(), no_ack: true, ..Default::default() };
+    c.send_method(1, consume).expect("consume");
+    // 26 MB of deliveries: more than both socket buffers and the connection's 4 MiB write credit,
+    // so the writer blocks. The client never reads again.
+    let deadline = Instant::now() + Duration::from_secs(12);
+    while sockets() >= with_both {
+        assert!(Instant::now() < deadline, "the server still holds the socket of a client that stopped reading");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    drop(c);
+}
+
 /// Proves that with heartbeat 1 s the server sends heartbeat frames on channel 0 while idle, and
 /// that the client's own heartbeats keep the connection open well past the 2 s timeout.
 #[test]
