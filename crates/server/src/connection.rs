@@ -485,7 +485,8 @@ where
     if !(result.is_ok() && conn.client_closed) {
         // We end the connection (our close was answered, or it failed): send our FIN now.
         if let Some(w) = wr.as_mut() {
-            let _ = w.shutdown().await;
+            // Bounded: a TLS close_notify is a write, and the peer may not be reading.
+            let _ = tokio::time::timeout(Duration::from_secs(1), w.shutdown()).await;
         }
     }
     if result.is_ok() {
@@ -505,7 +506,7 @@ where
         let _ = tokio::time::timeout(CLOSE_DRAIN_MAX, drain).await;
     }
     if let Some(mut w) = wr {
-        let _ = w.shutdown().await;
+        let _ = tokio::time::timeout(Duration::from_secs(1), w.shutdown()).await;
     }
     result
 }
