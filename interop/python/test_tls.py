@@ -68,6 +68,27 @@ def test_amqps_hello_world_beside_plain_amqp(broker_factory, pki):
     plain.close()
 
 
+def test_large_deliveries_over_tls_do_not_wait_for_a_heartbeat(broker_factory, pki):
+    """40 round trips of a 15 MB message over TLS, each back within 3 s. rustls may accept the
+    plaintext while the socket is full and keep the last encrypted records until a flush; before
+    the writer flushed after each write, about one round trip in 15 waited for the next heartbeat
+    (half the 10 s negotiated here) to carry them (found by pika's TLS acceptance tests)."""
+    b = start(broker_factory, pki)
+    body = b"x" * 15_666_105
+    params = tls_params(b, pki)
+    params.heartbeat = 10
+    for i in range(40):
+        conn = pika.BlockingConnection(params)
+        ch = conn.channel()
+        q = ch.queue_declare("", exclusive=True).method.queue
+        ch.basic_publish("", q, body)
+        for method, _, got in ch.consume(q, auto_ack=True, inactivity_timeout=3):
+            assert method is not None, "round trip %d waited for a heartbeat" % i
+            assert got == body
+            break
+        conn.close()
+
+
 def test_plain_amqp_on_the_tls_port_is_refused(broker_factory, pki):
     b = start(broker_factory, pki)
     with pytest.raises(pika.exceptions.AMQPConnectionError):

@@ -164,7 +164,12 @@ async fn write_frames<W: AsyncWrite + Unpin>(wr: &mut W, methods: &[(u16, Method
     for (ch, m) in methods {
         write_method(&mut buf, *ch, m).map_err(|e| End::Io(e.to_string()))?;
     }
-    wr.write_all(&buf).await.map_err(|e| End::Io(e.to_string()))
+    async {
+        wr.write_all(&buf).await?;
+        wr.flush().await
+    }
+    .await
+    .map_err(|e| End::Io(e.to_string()))
 }
 
 /// The RabbitMQ version Warren reports to clients (and in the HTTP API).
@@ -265,7 +270,11 @@ async fn handshake<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
     }
     if &reader.buf[..8] != PROTOCOL_HEADER {
         // Spec: answer a bad protocol header with the header we speak, then close.
-        let _ = wr.write_all(PROTOCOL_HEADER).await;
+        let _ = async {
+            wr.write_all(PROTOCOL_HEADER).await?;
+            wr.flush().await
+        }
+        .await;
         return Err(End::Io(format!("bad protocol header {:?}", &reader.buf[..8])));
     }
     reader.buf.advance(8);
@@ -1068,7 +1077,15 @@ async fn writer_loop<W: AsyncWrite + Unpin>(w: Writer, mut wr: W, frame_max: u32
             w.close_sent.store(true, Ordering::Release);
         }
         let delivered = encode(&mut buf, &mut items, frame_max);
-        if let Err(e) = wr.write_all(&buf).await {
+        // The flush matters for TLS: rustls may take the plaintext while the socket is full and
+        // keep the last encrypted records until flushed (nothing else would send them before the
+        // next write, a heartbeat perhaps). On a plain socket it does nothing.
+        if let Err(e) = async {
+            wr.write_all(&buf).await?;
+            wr.flush().await
+        }
+        .await
+        {
             tracing::debug!("write failed: {e}");
             break;
         }
