@@ -132,10 +132,14 @@ def test_connections_channels_consumers_and_close(broker, api, uniq):
     assert len(chans) == 1 and chans[0]["consumer_count"] == 1 and chans[0]["number"] == 1
     cons = [x for x in api.ok("GET", "/consumers/%2F") if x["consumer_tag"] == uniq]
     assert cons[0]["queue"] == {"name": uniq, "vhost": "/"} and cons[0]["ack_required"] is True
+    assert cons[0]["consumer_timeout"] == 1_800_000 and cons[0]["channel_details"]["node"]
     queue = api.ok("GET", "/queues/%2F/" + q(uniq))
     assert queue["consumer_capacity"] == 1.0, "a consumer with room takes every message at once"
+    assert [d["consumer_tag"] for d in queue["consumer_details"]] == [uniq]
+    assert queue["consumer_details"][0]["channel_details"]["connection_name"] == c["name"]
     ch.queue_declare("idle-" + uniq)
-    assert api.ok("GET", "/queues/%2F/" + q("idle-" + uniq))["consumer_capacity"] == 0.0
+    idle = api.ok("GET", "/queues/%2F/" + q("idle-" + uniq))
+    assert idle["consumer_capacity"] == 0.0 and idle["consumer_details"] == []
     r = api.delete("/connections/" + q(c["name"]), headers={"X-Reason": "bye " + uniq})
     assert r.status_code == 204
     with pytest.raises(pika.exceptions.ConnectionClosedByBroker) as e:

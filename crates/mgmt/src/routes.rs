@@ -384,7 +384,22 @@ pub fn route(node: &dyn Node, r: &Req) -> ApiResult {
         }
         (&M::GET, ["queues", v, q]) => {
             vhost_visible(node, who, v)?;
-            let found = with(node, |b, _| b.queue(v, q).map(|qq| render::queue(b, &node.node_name(), qq)));
+            let name = node.node_name();
+            let found = with(node, |b, _| {
+                let mut json = render::queue(b, &name, b.queue(v, q)?);
+                // RabbitMQ's single-queue view also lists the queue's consumers, and the
+                // per-channel flows it does not keep here as empty lists.
+                let consumers: Vec<Value> = render::consumers(b, &name, who, Some(v))
+                    .into_iter()
+                    .filter(|c| c["queue"]["name"] == *q)
+                    .collect();
+                if let Some(o) = json.as_object_mut() {
+                    o.insert("consumer_details".into(), Value::Array(consumers));
+                    o.insert("deliveries".into(), json!([]));
+                    o.insert("incoming".into(), json!([]));
+                }
+                Some(json)
+            });
             ok_json(found.ok_or_else(ApiError::not_found)?)
         }
         (&M::PUT, ["queues", v, q]) => {
