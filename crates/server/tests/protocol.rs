@@ -233,8 +233,12 @@ fn oversize_frame_refused_from_its_header() {
     let body = vec![1u8; frame_max as usize - 8];
     c.publish(1, "", "no-such-queue", &body).expect("publish at the limit");
     declare_queue(&mut c, 1, "after-big-frame");
+    // One body frame whose payload is frame_max (send_body would split it).
     let body = vec![1u8; frame_max as usize];
-    c.publish(1, "", "no-such-queue", &body).expect("publish a body frame of frame_max + 8 bytes");
+    let publish = BasicPublish { routing_key: "no-such-queue".into(), ..Default::default() };
+    c.send_method(1, publish).expect("publish");
+    c.send_header(1, body.len() as u64).expect("header");
+    c.send_frame(frame::FRAME_BODY, 1, &body).expect("a body frame of frame_max + 8 bytes");
     declare_queue(&mut c, 1, "after-fudged-frame");
 
     let mut header = vec![frame::FRAME_BODY, 0, 1];
