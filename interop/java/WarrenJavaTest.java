@@ -257,8 +257,13 @@ public class WarrenJavaTest {
     }
 
     static GetResponse getWithin(Channel ch, String q) throws Exception {
+        return getWithin(ch, q, true);
+    }
+
+    /// basic.get, retried for up to 2 s.
+    static GetResponse getWithin(Channel ch, String q, boolean autoAck) throws Exception {
         for (int i = 0; i < 100; i++) {
-            GetResponse r = ch.basicGet(q, true);
+            GetResponse r = ch.basicGet(q, autoAck);
             if (r != null) return r;
             Thread.sleep(20);
         }
@@ -314,28 +319,19 @@ public class WarrenJavaTest {
             for (String b : new String[] {"a", "b", "c"}) {
                 ch.basicPublish("", q, null, utf8(b));
             }
-            GetResponse a = getWithin2(ch, q);
-            GetResponse b = getWithin2(ch, q);
+            GetResponse a = getWithin(ch, q, false);
+            GetResponse b = getWithin(ch, q, false);
             ch.basicNack(b.getEnvelope().getDeliveryTag(), true, true);
-            GetResponse again = getWithin2(ch, q);
+            GetResponse again = getWithin(ch, q, false);
             equal("a", str(again.getBody()), "nack multiple requeue puts a back first");
             check(again.getEnvelope().isRedeliver(), "redelivered flag");
             ch.basicReject(again.getEnvelope().getDeliveryTag(), false);
-            GetResponse next = getWithin2(ch, q);
+            GetResponse next = getWithin(ch, q, false);
             equal("b", str(next.getBody()), "rejected without requeue is gone");
             ch.basicRecover(true);
-            equal("b", str(getWithin2(ch, q).getBody()), "recover requeues unacked");
+            equal("b", str(getWithin(ch, q, false).getBody()), "recover requeues unacked");
             check(a != null, "first get");
         }
-    }
-
-    static GetResponse getWithin2(Channel ch, String q) throws Exception {
-        for (int i = 0; i < 100; i++) {
-            GetResponse r = ch.basicGet(q, false);
-            if (r != null) return r;
-            Thread.sleep(20);
-        }
-        throw new AssertionError("nothing arrived in " + q);
     }
 
     static void largeMessage() throws Exception {
