@@ -281,21 +281,22 @@ fn queue_expires_when_unused() {
     let (mut br, _) = setup();
     declare(&mut br, "q", false, args(&[("x-expires", int(1000))]), T0);
     let mut fx = Effects::default();
-    br.tick(T0 + 999, &mut fx);
+    // Due a millisecond after the period: the broker's clock rounds down, so never early.
+    br.tick(T0 + 1000, &mut fx);
     assert!(br.queue("/", "q").is_some());
-    run(&mut br, BasicGet { queue: "q".into(), ..Default::default() }, T0 + 999);
-    br.tick(T0 + 1998, &mut fx);
+    run(&mut br, BasicGet { queue: "q".into(), ..Default::default() }, T0 + 1000);
+    br.tick(T0 + 2000, &mut fx);
     assert!(br.queue("/", "q").is_some(), "basic.get restarted the period");
-    declare(&mut br, "q", false, args(&[("x-expires", int(1000))]), T0 + 1998);
-    br.tick(T0 + 2997, &mut fx);
+    declare(&mut br, "q", false, args(&[("x-expires", int(1000))]), T0 + 2000);
+    br.tick(T0 + 3000, &mut fx);
     assert!(br.queue("/", "q").is_some(), "redeclaring restarted the period");
-    run(&mut br, BasicConsume { queue: "q".into(), consumer_tag: "c".into(), ..Default::default() }, T0 + 2997);
+    run(&mut br, BasicConsume { queue: "q".into(), consumer_tag: "c".into(), ..Default::default() }, T0 + 3000);
     br.tick(T0 + 9000, &mut fx);
     assert!(br.queue("/", "q").is_some(), "a consumer keeps it");
     run(&mut br, BasicCancel { consumer_tag: "c".into(), nowait: false }, T0 + 9000);
-    assert_eq!(br.tick(T0 + 9999, &mut fx), Some(T0 + 10_000));
+    assert_eq!(br.tick(T0 + 10_000, &mut fx), Some(T0 + 10_001));
     assert!(br.queue("/", "q").is_some());
-    assert_eq!(br.tick(T0 + 10_000, &mut fx), None);
+    assert_eq!(br.tick(T0 + 10_001, &mut fx), None);
     assert!(br.queue("/", "q").is_none(), "deleted once unused for 1000 ms");
     let e = br
         .handle(1, 1, QueueDeclare { queue: "q".into(), passive: true, ..Default::default() }.into(), T0, &mut fx)

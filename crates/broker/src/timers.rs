@@ -130,7 +130,9 @@ impl Broker {
         if !q.consumers.is_empty() {
             return;
         }
-        let deadline = now.saturating_add(expires);
+        // One ms more, as for delayed messages: the broker's clock rounds down, so the queue is
+        // never deleted before the full period.
+        let deadline = now.saturating_add(expires).saturating_add(1);
         q.unused_deadline_ms = Some(deadline);
         self.arm(qid, deadline);
     }
