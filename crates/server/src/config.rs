@@ -115,6 +115,15 @@ pub struct Config {
     #[arg(long, default_value_t = 0)]
     pub worker_threads: usize,
 
+    /// How plain AMQP connections do their I/O. `epoll` (the default): on the tokio runtime.
+    /// `uring` (experimental): on io threads (as many as worker threads) that sleep in
+    /// io_uring, one system call per round of sends, receives and waiting; faster with
+    /// publisher confirms, slower with many connections (docs/benchmarks.md). `auto`: uring
+    /// when the kernel allows it (a container's seccomp filter may not), else epoll. AMQPS
+    /// always uses the runtime.
+    #[arg(long, value_enum, default_value_t = IoEngine::Epoll, env = "WARREN_IO_ENGINE")]
+    pub io_engine: IoEngine,
+
     /// Port of the HTTP management API (RabbitMQ's 15672); 0 picks a free port (reported in the
     /// startup line). Without this flag the default port is tried and, when it is taken, the
     /// server runs without the API and says so; an explicit port must be free.
@@ -143,7 +152,23 @@ pub struct Config {
     pub connection_max: usize,
 }
 
+/// See [`Config::io_engine`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum IoEngine {
+    Auto,
+    Uring,
+    Epoll,
+}
+
 impl Config {
+    /// Threads serving connections: `--worker-threads`, or half the cores (at least one).
+    pub fn threads(&self) -> usize {
+        match self.worker_threads {
+            0 => (std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) / 2).max(1),
+            n => n,
+        }
+    }
+
     /// Parses from explicit arguments (tests) rather than the process's.
     pub fn from_args<I, T>(args: I) -> Self
     where

@@ -79,23 +79,40 @@ fn frame_error_end(e: FrameError) -> End {
     }
 }
 
-/// Serves one accepted socket to the end.
-/// Serves one client connection, plain (`tls` None) or AMQPS: the TLS handshake counts against
-/// the AMQP handshake timeout.
-pub async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr, tls: Option<tokio_rustls::TlsAcceptor>) {
+/// An accepted socket: on the tokio runtime, or (plain AMQP only) for the current io thread's
+/// ring.
+pub enum Accepted {
+    Tokio(TcpStream),
+    Uring(std::net::TcpStream),
+}
+
+/// Serves one client connection to the end, plain (`tls` None) or AMQPS: the TLS handshake
+/// counts against the AMQP handshake timeout.
+pub async fn serve(shared: Arc<Shared>, stream: Accepted, peer: SocketAddr, tls: Option<tokio_rustls::TlsAcceptor>) {
     shared.connection_count.fetch_add(1, Ordering::Relaxed);
     let id = shared.next_connection_id();
-    let _ = stream.set_nodelay(true);
+    let _ = match &stream {
+        Accepted::Tokio(s) => s.set_nodelay(true),
+        Accepted::Uring(s) => s.set_nodelay(true),
+    };
     if shared.connection_count.load(Ordering::Relaxed) > shared.config.connection_max {
         tracing::warn!(%peer, "connection refused: connection_max {} reached", shared.config.connection_max);
     } else {
-        let local = stream.local_addr().ok();
-        let result = match tls {
-            None => {
+        let result = match (stream, tls) {
+            (Accepted::Uring(stream), _) => {
+                let local = stream.local_addr().ok();
+                match uring::TcpStream::split(stream) {
+                    Ok((rd, wr)) => run(&shared, id, rd, wr, peer, local, false).await,
+                    Err(e) => Err(format!("io_uring: {e}")),
+                }
+            }
+            (Accepted::Tokio(stream), None) => {
+                let local = stream.local_addr().ok();
                 let (rd, wr) = stream.into_split();
                 run(&shared, id, rd, wr, peer, local, false).await
             }
-            Some(acceptor) => {
+            (Accepted::Tokio(stream), Some(acceptor)) => {
+                let local = stream.local_addr().ok();
                 let timeout = Duration::from_secs(shared.config.handshake_timeout_secs);
                 match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
                     Err(_) => Err("TLS handshake timed out".to_owned()),
@@ -451,7 +468,7 @@ where
     shared.outboxes.lock().insert(id, outbox.clone());
     let closing = Arc::new(AtomicBool::new(false));
     let close_sent = Arc::new(AtomicBool::new(false));
-    let mut writer = tokio::spawn(writer_loop(
+    let mut writer = spawn_task(writer_loop(
         Writer {
             shared: shared.clone(),
             id,
@@ -483,7 +500,7 @@ where
     closing.store(true, Ordering::Release);
     outbox.wake();
     let mut wr = match tokio::time::timeout(Duration::from_secs(2), &mut writer).await {
-        Ok(r) => r.ok(),
+        Ok(r) => r,
         Err(_) => {
             // A peer that stopped reading keeps the writer stuck in a write: stop it, which
             // drops (and closes) its half of the socket, rather than leave it to hold it.
@@ -518,6 +535,45 @@ where
         let _ = tokio::time::timeout(Duration::from_secs(1), w.shutdown()).await;
     }
     result
+}
+
+/// A task beside the current one: on the same io thread when there is one, else on the tokio
+/// runtime.
+enum TaskHandle<T> {
+    Tokio(tokio::task::JoinHandle<T>),
+    Uring(uring::JoinHandle<T>),
+}
+
+fn spawn_task<F>(f: F) -> TaskHandle<F::Output>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    if uring::on_io_thread() {
+        TaskHandle::Uring(uring::spawn_local(f))
+    } else {
+        TaskHandle::Tokio(tokio::spawn(f))
+    }
+}
+
+impl<T> TaskHandle<T> {
+    fn abort(&self) {
+        match self {
+            TaskHandle::Tokio(h) => h.abort(),
+            TaskHandle::Uring(h) => h.abort(),
+        }
+    }
+}
+
+impl<T> std::future::Future for TaskHandle<T> {
+    /// None when the task was aborted (or panicked).
+    type Output = Option<T>;
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<T>> {
+        match self.get_mut() {
+            TaskHandle::Tokio(h) => std::pin::Pin::new(h).poll(cx).map(Result::ok),
+            TaskHandle::Uring(h) => std::pin::Pin::new(h).poll(cx),
+        }
+    }
 }
 
 /// How long, after connection.close-ok, the server waits for the client to close the socket.

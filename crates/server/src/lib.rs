@@ -257,6 +257,28 @@ pub fn open_broker(config: &Config) -> anyhow::Result<Broker> {
     Ok(broker)
 }
 
+/// Starts the io_uring threads that serve plain AMQP connections, as `--io-engine` says: none
+/// for `epoll`, or for `auto` where io_uring is unavailable.
+fn start_io_threads(config: &Config) -> anyhow::Result<Vec<uring::Handle>> {
+    use config::IoEngine;
+    if config.io_engine == IoEngine::Epoll {
+        return Ok(Vec::new());
+    }
+    if let Err(e) = uring::probe() {
+        if config.io_engine == IoEngine::Uring {
+            anyhow::bail!("--io-engine uring: io_uring is not available: {e}");
+        }
+        tracing::info!("io_uring is not available ({e}); AMQP connections use epoll");
+        return Ok(Vec::new());
+    }
+    let rt = tokio::runtime::Handle::current();
+    let threads = (0..config.threads())
+        .map(|i| uring::start(&format!("warren-io-{i}"), rt.clone()))
+        .collect::<std::io::Result<Vec<_>>>()?;
+    tracing::debug!("AMQP connections on {} io_uring thread(s)", threads.len());
+    Ok(threads)
+}
+
 /// Serves AMQP on `listeners` until `shutdown` turns true.
 /// `mgmt` serves the HTTP API (with `control_secret` granting the local warrenctl access);
 /// `stop` ends the server when it sends true (signals, `warrenctl stop`).
@@ -319,18 +341,36 @@ pub async fn run(
         let shared = shared.clone();
         std::thread::Builder::new().name("warren-sync".into()).spawn(move || syncer(&shared))?
     };
+    let io_threads = Arc::new(start_io_threads(&shared.config)?);
+    let next_io = Arc::new(AtomicUsize::new(0));
     let mut tasks = Vec::new();
     for l in listeners {
         let shared = shared.clone();
+        let (io_threads, next_io) = (io_threads.clone(), next_io.clone());
         let mut shutdown = shutdown.clone();
         tasks.push(tokio::spawn(async move {
             loop {
                 tokio::select! {
                     r = l.tcp.accept() => match r {
                         Ok((stream, _)) if !shared.app_running.load(Ordering::SeqCst) => drop(stream),
+                        Ok((stream, peer)) if l.tls.is_none() && !io_threads.is_empty() => {
+                            // Plain AMQP on an io thread, round robin.
+                            let io = &io_threads[next_io.fetch_add(1, Ordering::Relaxed) % io_threads.len()];
+                            match stream.into_std() {
+                                Ok(stream) => {
+                                    let shared = shared.clone();
+                                    io.spawn(async move {
+                                        connection::serve(shared, connection::Accepted::Uring(stream), peer, None).await
+                                    });
+                                }
+                                Err(e) => tracing::warn!(%peer, "cannot hand the connection to an io thread: {e}"),
+                            }
+                        }
                         Ok((stream, peer)) => {
                             let (shared, tls) = (shared.clone(), l.tls.clone());
-                            tokio::spawn(async move { connection::serve(shared, stream, peer, tls).await });
+                            tokio::spawn(async move {
+                                connection::serve(shared, connection::Accepted::Tokio(stream), peer, tls).await
+                            });
                         }
                         Err(e) => {
                             // EMFILE and friends: back off rather than spin.

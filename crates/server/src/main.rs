@@ -17,10 +17,7 @@ fn main() -> anyhow::Result<()> {
     // Default: half the cores (at least one). The broker state is one lock, so more workers add
     // wake-ups more than throughput; the other cores serve the syncer, the kernel's network stack
     // and clients on the same machine. Measured in docs/benchmarks.md.
-    let threads = match config.worker_threads {
-        0 => (std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) / 2).max(1),
-        n => n,
-    };
+    let threads = config.threads();
     let mut builder = if threads == 1 {
         tokio::runtime::Builder::new_current_thread()
     } else {

@@ -1,0 +1,499 @@
+//! The ring and the sockets it serves, owned by one io thread (a thread-local, never shared).
+//!
+//! Each socket has at most one receive and one send in flight. Their buffers live in the
+//! socket's slot and are not touched (read, grown or freed) until the operation's completion has
+//! been reaped; a socket whose halves are dropped with operations in flight cancels them and
+//! keeps its slot, buffers and descriptor until every completion is in. That is the whole of the
+//! safety argument for the one `unsafe` block below.
+//!
+//! Writes are buffered: `poll_write` appends to the socket's pending bytes and marks it dirty;
+//! before the thread sleeps, [`Reactor::flush_dirty`] turns each dirty socket's pending bytes into
+//! one send. So everything a task wrote in one round leaves in one send, submitted by the same
+//! `io_uring_enter` that waits for the next completion.
+
+use std::io;
+use std::net::{Shutdown, TcpStream};
+use std::os::fd::AsRawFd;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use io_uring::{opcode, squeue, types, IoUring};
+use tokio::io::ReadBuf;
+
+/// Receive buffer of a new socket; doubled (up to [`RECV_BUFFER_MAX`]) when a receive fills it.
+const RECV_BUFFER_MIN: usize = 16 * 1024;
+const RECV_BUFFER_MAX: usize = 256 * 1024;
+/// `poll_write` stops accepting bytes while this many are pending or in flight.
+const SEND_BUFFER_MAX: usize = 1024 * 1024;
+/// `MSG_NOSIGNAL`: a send to a reset peer fails with EPIPE instead of raising SIGPIPE.
+const MSG_NOSIGNAL: i32 = 0x4000;
+/// How long a sleep that counts on inline send completions may last before it returns anyway
+/// (see [`Reactor::wait`]).
+const COUNTED_WAIT_MAX: Duration = Duration::from_millis(2);
+
+const KIND_RECV: u64 = 0;
+const KIND_SEND: u64 = 1;
+const KIND_CANCEL: u64 = 2;
+const KIND_WAKE: u64 = 3;
+
+fn user_data(kind: u64, slot: u32, gen: u32) -> u64 {
+    kind << 62 | (slot as u64) << 32 | gen as u64
+}
+
+/// A socket's place in the reactor; halves hold it and go through the thread-local reactor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SockId {
+    slot: u32,
+    gen: u32,
+}
+
+struct Sock {
+    stream: TcpStream,
+    gen: u32,
+    /// Halves not yet dropped (2, 1, 0).
+    halves: u8,
+    read_dropped: bool,
+    // Receive side. `rbuf` belongs to the kernel while `r_inflight`.
+    rbuf: Vec<u8>,
+    r_pos: usize,
+    r_len: usize,
+    r_inflight: bool,
+    r_eof: bool,
+    r_err: Option<io::Error>,
+    r_waker: Option<Waker>,
+    // Send side. `sbuf[s_off..]` belongs to the kernel while `s_inflight`.
+    sbuf: Vec<u8>,
+    s_off: usize,
+    s_inflight: bool,
+    pending: Vec<u8>,
+    dirty: bool,
+    /// The last send did not complete in the round it was submitted in (the peer's window was
+    /// full): the next is not counted on to complete during its submit.
+    congested: bool,
+    /// The round (wait) in which the send in flight was submitted.
+    send_round: u64,
+    w_err: Option<io::ErrorKind>,
+    w_waker: Option<Waker>,
+}
+
+pub(crate) struct Reactor {
+    ring: IoUring,
+    socks: Vec<Option<Sock>>,
+    free: Vec<u32>,
+    next_gen: u32,
+    dirty: Vec<SockId>,
+    /// Sends pushed since the last wait that are expected to complete during its submit.
+    sends_this_round: usize,
+    /// Waits so far.
+    round: u64,
+    /// The read end of the wake pipe, with a receive always in flight into `wake_buf`.
+    wake_rx: std::os::unix::net::UnixStream,
+    wake_buf: Box<[u8; 64]>,
+    wake_armed: bool,
+    to_wake: Vec<Waker>,
+}
+
+impl Drop for Reactor {
+    fn drop(&mut self) {
+        // The kernel cancels what is still in flight only after the ring's descriptor is gone,
+        // and not synchronously: leak the buffers rather than free memory it may still write.
+        // (Io threads live as long as the process, so this only runs at exit.)
+        std::mem::forget(std::mem::take(&mut self.socks));
+        std::mem::forget(std::mem::replace(&mut self.wake_buf, Box::new([0; 64])));
+    }
+}
+
+impl Reactor {
+    pub(crate) fn new(wake_rx: std::os::unix::net::UnixStream) -> io::Result<Self> {
+        let ring = IoUring::builder().setup_single_issuer().setup_coop_taskrun().build(1024)?;
+        Ok(Reactor {
+            ring,
+            socks: Vec::new(),
+            free: Vec::new(),
+            next_gen: 1,
+            dirty: Vec::new(),
+            sends_this_round: 0,
+            round: 0,
+            wake_rx,
+            wake_buf: Box::new([0; 64]),
+            wake_armed: false,
+            to_wake: Vec::new(),
+        })
+    }
+
+    /// Queues `entry`; when the submission queue is full, submits what it holds first.
+    ///
+    /// # Safety
+    /// Every buffer `entry` points at must stay allocated, unmoved and untouched until the
+    /// entry's completion has been reaped.
+    unsafe fn push(&mut self, entry: &squeue::Entry) {
+        loop {
+            // SAFETY: the caller's contract (buffers outlive the operation) is this function's.
+            if unsafe { self.ring.submission().push(entry) }.is_ok() {
+                return;
+            }
+            if let Err(e) = self.ring.submit() {
+                tracing::error!("io_uring submit failed: {e}");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+    }
+
+    pub(crate) fn register(&mut self, stream: TcpStream) -> io::Result<SockId> {
+        // io_uring waits on blocking sockets itself (by polling); a non-blocking one would
+        // hand EAGAIN back to us.
+        stream.set_nonblocking(false)?;
+        let gen = self.next_gen;
+        self.next_gen = self.next_gen.wrapping_add(1).max(1);
+        let sock = Sock {
+            stream,
+            gen,
+            halves: 2,
+            read_dropped: false,
+            rbuf: vec![0; RECV_BUFFER_MIN],
+            r_pos: 0,
+            r_len: 0,
+            r_inflight: false,
+            r_eof: false,
+            r_err: None,
+            r_waker: None,
+            sbuf: Vec::new(),
+            s_off: 0,
+            s_inflight: false,
+            pending: Vec::new(),
+            dirty: false,
+            congested: false,
+            send_round: 0,
+            w_err: None,
+            w_waker: None,
+        };
+        let slot = match self.free.pop() {
+            Some(s) => {
+                self.socks[s as usize] = Some(sock);
+                s
+            }
+            None => {
+                self.socks.push(Some(sock));
+                (self.socks.len() - 1) as u32
+            }
+        };
+        Ok(SockId { slot, gen })
+    }
+
+    fn sock(&mut self, id: SockId) -> Option<&mut Sock> {
+        self.socks.get_mut(id.slot as usize)?.as_mut().filter(|s| s.gen == id.gen)
+    }
+
+    fn submit_recv(&mut self, id: SockId) {
+        let Some(s) = self.sock(id) else { return };
+        if s.r_inflight || s.r_eof || s.r_err.is_some() || s.read_dropped {
+            return;
+        }
+        if s.r_len == s.rbuf.len() && s.rbuf.len() < RECV_BUFFER_MAX {
+            // The last receive filled the buffer: more is likely waiting.
+            let n = s.rbuf.len() * 2;
+            s.rbuf.resize(n, 0);
+        }
+        s.r_pos = 0;
+        s.r_len = 0;
+        s.r_inflight = true;
+        let e = opcode::Recv::new(types::Fd(s.stream.as_raw_fd()), s.rbuf.as_mut_ptr(), s.rbuf.len() as u32)
+            .build()
+            .user_data(user_data(KIND_RECV, id.slot, id.gen));
+        // SAFETY: `rbuf` stays in the slot, unresized and unread, while `r_inflight`; the slot
+        // is kept until this receive's completion (see `release`).
+        unsafe { self.push(&e) };
+    }
+
+    pub(crate) fn poll_read(
+        &mut self,
+        id: SockId,
+        cx: &mut Context<'_>,
+        out: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let Some(s) = self.sock(id) else { return Poll::Ready(Err(io::ErrorKind::NotConnected.into())) };
+        if s.r_pos < s.r_len {
+            let n = (s.r_len - s.r_pos).min(out.remaining());
+            out.put_slice(&s.rbuf[s.r_pos..s.r_pos + n]);
+            s.r_pos += n;
+            if s.r_pos == s.r_len {
+                // Drained: the next receive goes out with the next submit, before it is asked.
+                self.submit_recv(id);
+            }
+            return Poll::Ready(Ok(()));
+        }
+        if let Some(e) = s.r_err.take() {
+            return Poll::Ready(Err(e));
+        }
+        if s.r_eof {
+            return Poll::Ready(Ok(()));
+        }
+        s.r_waker = Some(cx.waker().clone());
+        if !s.r_inflight {
+            self.submit_recv(id);
+        }
+        Poll::Pending
+    }
+
+    pub(crate) fn poll_write(
+        &mut self,
+        id: SockId,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let Some(s) = self.sock(id) else { return Poll::Ready(Err(io::ErrorKind::NotConnected.into())) };
+        if let Some(k) = s.w_err {
+            return Poll::Ready(Err(k.into()));
+        }
+        let queued = s.pending.len() + if s.s_inflight { s.sbuf.len() - s.s_off } else { 0 };
+        if queued >= SEND_BUFFER_MAX {
+            s.w_waker = Some(cx.waker().clone());
+            return Poll::Pending;
+        }
+        let mut n = 0;
+        for b in bufs {
+            s.pending.extend_from_slice(b);
+            n += b.len();
+        }
+        if n > 0 && !s.dirty {
+            s.dirty = true;
+            self.dirty.push(id);
+        }
+        Poll::Ready(Ok(n))
+    }
+
+    /// Waits until every byte written has gone, then shuts down the sending side.
+    pub(crate) fn poll_shutdown(&mut self, id: SockId, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let Some(s) = self.sock(id) else { return Poll::Ready(Err(io::ErrorKind::NotConnected.into())) };
+        if let Some(k) = s.w_err {
+            return Poll::Ready(Err(k.into()));
+        }
+        if s.s_inflight || !s.pending.is_empty() {
+            s.w_waker = Some(cx.waker().clone());
+            return Poll::Pending;
+        }
+        Poll::Ready(s.stream.shutdown(Shutdown::Write))
+    }
+
+    pub(crate) fn local_addr(&mut self, id: SockId) -> io::Result<std::net::SocketAddr> {
+        self.sock(id).ok_or(io::ErrorKind::NotConnected)?.stream.local_addr()
+    }
+
+    /// A half was dropped: cancel what only it needed; free the socket when both are gone and
+    /// nothing is in flight.
+    ///
+    /// Bytes already written still go out: a dropped write half submits what is pending. Once
+    /// both halves are gone, what is still in flight is cancelled after that submission, so a
+    /// peer with room gets everything and one that stopped reading cannot hold the socket open
+    /// (as a close with unsent data in the socket would leave the kernel to send or drop it).
+    pub(crate) fn drop_half(&mut self, id: SockId, read: bool) {
+        let Some(s) = self.sock(id) else { return };
+        s.halves = s.halves.saturating_sub(1);
+        // Wakers are dropped after the reactor's borrow ends (one may hold the last reference to
+        // a task, whose future may own another half): they go out with the next reap.
+        let waker;
+        let mut send_now = false;
+        if read {
+            s.read_dropped = true;
+            waker = s.r_waker.take();
+        } else {
+            waker = s.w_waker.take();
+            if !s.s_inflight && !s.pending.is_empty() {
+                std::mem::swap(&mut s.sbuf, &mut s.pending);
+                s.pending.clear();
+                s.s_off = 0;
+                send_now = true;
+            }
+        }
+        let closing = s.halves == 0;
+        let cancel_recv = s.r_inflight && read;
+        self.to_wake.extend(waker);
+        if send_now {
+            self.submit_send(id);
+        }
+        let cancel_send = closing && self.sock(id).is_some_and(|s| s.s_inflight);
+        for (yes, kind) in [(cancel_recv, KIND_RECV), (cancel_send, KIND_SEND)] {
+            if yes {
+                let e = opcode::AsyncCancel::new(user_data(kind, id.slot, id.gen)).build().user_data(user_data(
+                    KIND_CANCEL,
+                    id.slot,
+                    id.gen,
+                ));
+                // SAFETY: a cancel points at no buffer.
+                unsafe { self.push(&e) };
+            }
+        }
+        self.release(id);
+    }
+
+    /// Frees a socket whose halves are gone once no operation of its is in flight (closing its
+    /// descriptor, which the kernel's in-flight operations would otherwise keep open).
+    fn release(&mut self, id: SockId) {
+        let Some(s) = self.sock(id) else { return };
+        if s.halves == 0 && !s.r_inflight && !s.s_inflight {
+            self.socks[id.slot as usize] = None;
+            self.free.push(id.slot);
+        }
+    }
+
+    /// Turns each dirty socket's pending bytes into one send.
+    pub(crate) fn flush_dirty(&mut self) {
+        let dirty = std::mem::take(&mut self.dirty);
+        for id in &dirty {
+            let Some(s) = self.sock(*id) else { continue };
+            s.dirty = false;
+            if s.s_inflight || s.pending.is_empty() || s.halves == 0 {
+                continue;
+            }
+            std::mem::swap(&mut s.sbuf, &mut s.pending);
+            s.pending.clear();
+            s.s_off = 0;
+            self.submit_send(*id);
+        }
+        let mut dirty = dirty;
+        dirty.clear();
+        if self.dirty.is_empty() {
+            self.dirty = dirty;
+        }
+    }
+
+    fn submit_send(&mut self, id: SockId) {
+        let round = self.round;
+        let Some(s) = self.sock(id) else { return };
+        s.s_inflight = true;
+        s.send_round = round;
+        let counted = !s.congested;
+        let rest = &s.sbuf[s.s_off..];
+        let e = opcode::Send::new(types::Fd(s.stream.as_raw_fd()), rest.as_ptr(), rest.len() as u32)
+            .flags(MSG_NOSIGNAL)
+            .build()
+            .user_data(user_data(KIND_SEND, id.slot, id.gen));
+        if counted {
+            self.sends_this_round += 1;
+        }
+        // SAFETY: `sbuf` stays in the slot, unchanged, while `s_inflight`; the slot is kept until
+        // this send's completion (see `release`).
+        unsafe { self.push(&e) };
+    }
+
+    fn arm_wake(&mut self) {
+        if self.wake_armed {
+            return;
+        }
+        self.wake_armed = true;
+        let e = opcode::Recv::new(types::Fd(self.wake_rx.as_raw_fd()), self.wake_buf.as_mut_ptr(), 64)
+            .build()
+            .user_data(user_data(KIND_WAKE, 0, 0));
+        // SAFETY: `wake_buf` is boxed, owned by the reactor and only replaced when the reactor
+        // is dropped, where it is leaked.
+        unsafe { self.push(&e) };
+    }
+
+    /// Submits everything queued and sleeps until a completion that matters arrives.
+    ///
+    /// A send into a socket with room completes during the submit, so its completion is already
+    /// in the queue when the wait starts; waiting for one completion would return at once and
+    /// cost a second `io_uring_enter` per message. So the wait asks for one more completion than
+    /// the sends submitted in this round: one system call submits the round's sends and
+    /// sleeps until the next real event. A send that could not complete at once (its peer's
+    /// window is full) would make that count wait for one event too many, so such a wait is
+    /// bounded by [`COUNTED_WAIT_MAX`], and the socket is marked congested: its sends are not
+    /// counted until one completes within its round again.
+    pub(crate) fn wait(&mut self, block: bool) {
+        self.arm_wake();
+        let sends = std::mem::take(&mut self.sends_this_round);
+        self.round += 1;
+        let result = if !block {
+            self.ring.submit()
+        } else if sends == 0 {
+            self.ring.submit_and_wait(1)
+        } else {
+            let ts = types::Timespec::from(COUNTED_WAIT_MAX);
+            let args = types::SubmitArgs::new().timespec(&ts);
+            self.ring.submitter().submit_with_args(sends + 1, &args)
+        };
+        match result {
+            Ok(_) => {}
+            Err(e) if matches!(e.raw_os_error(), Some(62 /* ETIME */) | Some(4 /* EINTR */) | Some(16 /* EBUSY */)) => {
+            }
+            Err(e) => {
+                tracing::error!("io_uring_enter failed: {e}");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+    }
+
+    /// Applies every completion in the queue; returns the wakers to call (outside the borrow).
+    pub(crate) fn reap(&mut self) -> Vec<Waker> {
+        let done: Vec<(u64, i32)> = self.ring.completion().map(|c| (c.user_data(), c.result())).collect();
+        for (ud, res) in done {
+            let kind = ud >> 62;
+            let id = SockId { slot: ((ud >> 32) as u32) & 0x3fff_ffff, gen: ud as u32 };
+            match kind {
+                KIND_WAKE => {
+                    self.wake_armed = false;
+                    if res <= 0 {
+                        tracing::error!("io thread wake pipe failed: {res}");
+                    }
+                }
+                KIND_CANCEL => {}
+                KIND_RECV => self.recv_done(id, res),
+                _ => self.send_done(id, res),
+            }
+        }
+        std::mem::take(&mut self.to_wake)
+    }
+
+    fn recv_done(&mut self, id: SockId, res: i32) {
+        let Some(s) = self.sock(id) else { return };
+        s.r_inflight = false;
+        if s.read_dropped {
+            self.release(id);
+            return;
+        }
+        match res {
+            0 => s.r_eof = true,
+            n if n > 0 => {
+                s.r_pos = 0;
+                s.r_len = n as usize;
+            }
+            e => s.r_err = Some(io::Error::from_raw_os_error(-e)),
+        }
+        if let Some(w) = s.r_waker.take() {
+            self.to_wake.push(w);
+        }
+    }
+
+    fn send_done(&mut self, id: SockId, res: i32) {
+        // Reaped after the wait that submitted it (round was incremented by that wait).
+        let round = self.round;
+        let Some(s) = self.sock(id) else { return };
+        s.s_inflight = false;
+        s.congested = s.send_round + 1 != round;
+        if s.halves == 0 {
+            self.release(id);
+            return;
+        }
+        if res < 0 {
+            s.w_err = Some(io::Error::from_raw_os_error(-res).kind());
+            s.pending = Vec::new();
+        } else {
+            s.s_off += res as usize;
+            if res == 0 && s.s_off < s.sbuf.len() {
+                s.w_err = Some(io::ErrorKind::WriteZero);
+            } else if s.s_off < s.sbuf.len() {
+                // A short send: the rest goes before anything written since.
+                s.congested = true;
+                self.submit_send(id);
+                return;
+            } else if !s.pending.is_empty() && !s.dirty {
+                s.dirty = true;
+                self.dirty.push(id);
+            }
+        }
+        let s = self.sock(id).expect("socket checked above");
+        if let Some(w) = s.w_waker.take() {
+            self.to_wake.push(w);
+        }
+    }
+}
