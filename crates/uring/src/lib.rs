@@ -163,6 +163,7 @@ const POLLS_PER_ROUND: usize = 4096;
 
 fn run(shared: &Arc<Shared>) -> ! {
     let mut injected = Vec::new();
+    let mut wakers = Vec::new();
     loop {
         std::mem::swap(&mut *shared.injector.lock(), &mut injected);
         if !injected.is_empty() {
@@ -184,14 +185,13 @@ fn run(shared: &Arc<Shared>) -> ! {
             }
             empty
         };
-        let wakers = with_reactor(|r| {
+        with_reactor(|r| {
             r.flush_dirty();
             r.wait(block);
-            r.reap()
-        })
-        .unwrap_or_default();
+            r.reap(&mut wakers)
+        });
         shared.sleeping.store(false, Ordering::SeqCst);
-        for w in wakers {
+        for w in wakers.drain(..) {
             w.wake();
         }
     }

@@ -91,6 +91,8 @@ pub(crate) struct Reactor {
     wake_buf: Box<[u8; 64]>,
     wake_armed: bool,
     to_wake: Vec<Waker>,
+    /// Completions being applied (kept between rounds for its capacity).
+    cqes: Vec<(u64, i32)>,
 }
 
 impl Drop for Reactor {
@@ -118,6 +120,7 @@ impl Reactor {
             wake_buf: Box::new([0; 64]),
             wake_armed: false,
             to_wake: Vec::new(),
+            cqes: Vec::new(),
         })
     }
 
@@ -423,10 +426,12 @@ impl Reactor {
         }
     }
 
-    /// Applies every completion in the queue; returns the wakers to call (outside the borrow).
-    pub(crate) fn reap(&mut self) -> Vec<Waker> {
-        let done: Vec<(u64, i32)> = self.ring.completion().map(|c| (c.user_data(), c.result())).collect();
-        for (ud, res) in done {
+    /// Applies every completion in the queue; moves the wakers to call (outside the borrow) into
+    /// `wake`. No allocation once the buffers have grown to a round's size.
+    pub(crate) fn reap(&mut self, wake: &mut Vec<Waker>) {
+        let mut done = std::mem::take(&mut self.cqes);
+        done.extend(self.ring.completion().map(|c| (c.user_data(), c.result())));
+        for &(ud, res) in &done {
             let kind = ud >> 62;
             let id = SockId { slot: ((ud >> 32) as u32) & 0x3fff_ffff, gen: ud as u32 };
             match kind {
@@ -441,7 +446,9 @@ impl Reactor {
                 _ => self.send_done(id, res),
             }
         }
-        std::mem::take(&mut self.to_wake)
+        done.clear();
+        self.cqes = done;
+        wake.append(&mut self.to_wake);
     }
 
     fn recv_done(&mut self, id: SockId, res: i32) {
