@@ -117,3 +117,70 @@ def test_bad_key_file_is_a_clear_startup_error(broker_factory, pki, tmp_path):
                         "--tls-key", str(tmp_path / "empty.pem")], capture_output=True, text=True, timeout=20)
     assert r.returncode != 0
     assert "no PEM private key in" in r.stderr, r.stderr
+
+
+def external_params(broker, pki, cert):
+    context = ssl.create_default_context(cafile=str(pki / "ca.pem"))
+    context.load_cert_chain(str(pki / (cert + ".pem")), str(pki / (cert + ".key")))
+    return pika.ConnectionParameters(host="127.0.0.1", port=broker.tls_port, connection_attempts=1,
+                                     credentials=pika.credentials.ExternalCredentials(),
+                                     ssl_options=pika.SSLOptions(context, server_hostname="localhost"))
+
+
+def test_external_login_names_the_user_by_certificate(broker_factory, pki):
+    """EXTERNAL (RabbitMQ's rabbitmq_auth_mechanism_ssl): the verified client certificate is the
+    credential; --ssl-cert-login-from picks the common name or the RFC 4514 subject."""
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "alice.key", "-out", "alice.csr",
+            "-subj", "/O=Warren Test/OU=ops/CN=alice", cwd=pki)
+    openssl("x509", "-req", "-in", "alice.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+            "-out", "alice.pem", "-days", "2", "-extfile", "client.ext", cwd=pki)
+
+    b = start(broker_factory, pki, "--tls-ca", str(pki / "ca.pem"), "--ssl-cert-login-from", "common_name")
+    api = Api(b)
+    # Not a user yet: refused with 403, as a wrong password is.
+    with pytest.raises(pika.exceptions.ProbableAuthenticationError) as e:
+        pika.BlockingConnection(external_params(b, pki, "alice"))
+    assert "403" in str(e.value) and "mechanism EXTERNAL" in str(e.value)
+    api.make_user("alice", password="unused-by-external", perms=("^alice-.*", ".*", ".*"))
+    conn = pika.BlockingConnection(external_params(b, pki, "alice"))
+    ch = conn.channel()
+    ch.queue_declare("alice-q")
+    ch.basic_publish("", "alice-q", b"by certificate")
+    assert ch.basic_get("alice-q", auto_ack=True)[2] == b"by certificate"
+    # Logged in as alice: her permissions apply.
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker) as e:
+        ch.queue_declare("bob-q")
+    assert e.value.reply_code == 403
+    conns = api.ok("GET", "/connections")
+    assert [(c["user"], c["auth_mechanism"], c["ssl"]) for c in conns] == [("alice", "EXTERNAL", True)]
+    conn.close()
+    # Password logins still work on the same port.
+    pika.BlockingConnection(tls_params(b, pki, client_cert=True)).close()
+
+    # The distinguished name, last RDN first, as RabbitMQ's default ssl_cert_login_from.
+    b = start(broker_factory, pki, "--tls-ca", str(pki / "ca.pem"), "--ssl-cert-login-from", "distinguished_name")
+    Api(b).make_user("CN=alice,OU=ops,O=Warren Test")
+    conn = pika.BlockingConnection(external_params(b, pki, "alice"))
+    assert Api(b).ok("GET", "/connections")[0]["user"] == "CN=alice,OU=ops,O=Warren Test"
+    conn.close()
+
+
+def test_external_is_not_offered_without_a_certificate_or_the_flag(broker_factory, pki):
+    b = start(broker_factory, pki, "--tls-ca", str(pki / "ca.pem"), "--ssl-cert-login-from", "common_name")
+    Api(b).make_user("client")
+    # No client certificate: EXTERNAL is not offered, pika refuses to go on.
+    context = ssl.create_default_context(cafile=str(pki / "ca.pem"))
+    params = pika.ConnectionParameters(host="127.0.0.1", port=b.tls_port, connection_attempts=1,
+                                       credentials=pika.credentials.ExternalCredentials(),
+                                       ssl_options=pika.SSLOptions(context, server_hostname="localhost"))
+    with pytest.raises(pika.exceptions.AMQPConnectionError):
+        pika.BlockingConnection(params)
+    # Plain AMQP never offers it.
+    with pytest.raises(pika.exceptions.AMQPConnectionError):
+        b.connect(credentials=pika.credentials.ExternalCredentials())
+    # Without the flag, a certificate does not log anyone in.
+    b = start(broker_factory, pki, "--tls-ca", str(pki / "ca.pem"))
+    Api(b).make_user("client")
+    with pytest.raises(pika.exceptions.AMQPConnectionError):
+        pika.BlockingConnection(external_params(b, pki, "client"))
+    pika.BlockingConnection(tls_params(b, pki, client_cert=True)).close()

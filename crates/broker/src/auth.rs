@@ -491,6 +491,21 @@ impl Broker {
         Ok(u)
     }
 
+    /// EXTERNAL: the TLS layer vouched for `user` (a verified client certificate names it); it
+    /// must exist, and the loopback rule applies as for a password login.
+    pub fn authenticate_external(
+        &self,
+        user: &str,
+        loopback: bool,
+        loopback_user: &str,
+    ) -> std::result::Result<&User, LoginError> {
+        let u = self.auth.users.get(user).ok_or(LoginError::Refused)?;
+        if !loopback && user == loopback_user {
+            return Err(LoginError::LoopbackOnly);
+        }
+        Ok(u)
+    }
+
     /// connection.open: may `user` use `vhost`? 530 NOT_ALLOWED with RabbitMQ's text when not.
     pub fn check_vhost_access(&self, user: &str, vhost: &str) -> Result<()> {
         if !self.vhosts.contains_key(vhost) {

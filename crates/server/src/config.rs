@@ -43,6 +43,14 @@ pub struct Config {
     #[arg(long, requires = "tls_ca")]
     pub tls_fail_if_no_peer_cert: bool,
 
+    /// With --tls-ca: offer the EXTERNAL mechanism to AMQPS clients that presented a verified
+    /// certificate, and log them in as the user the certificate names, without a password
+    /// (RabbitMQ's rabbitmq_auth_mechanism_ssl and its ssl_cert_login_from).
+    /// `distinguished_name`: the certificate's subject in RFC 4514 form, last RDN first
+    /// (`CN=alice,OU=ops,O=Example`); `common_name`: its CN.
+    #[arg(long, value_enum, requires = "tls_ca")]
+    pub ssl_cert_login_from: Option<CertLogin>,
+
     /// Directory for the node's data (created when missing).
     #[arg(long, default_value = "./warren-data", env = "WARREN_DATA_DIR")]
     pub data_dir: PathBuf,
@@ -150,6 +158,15 @@ pub struct Config {
     /// Most client connections at once; more are refused.
     #[arg(long, default_value_t = 65_536)]
     pub connection_max: usize,
+}
+
+/// See [`Config::ssl_cert_login_from`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CertLogin {
+    #[value(name = "distinguished_name")]
+    DistinguishedName,
+    #[value(name = "common_name")]
+    CommonName,
 }
 
 /// See [`Config::io_engine`].

@@ -102,14 +102,14 @@ pub async fn serve(shared: Arc<Shared>, stream: Accepted, peer: SocketAddr, tls:
             (Accepted::Uring(stream), _) => {
                 let local = stream.local_addr().ok();
                 match uring::TcpStream::split(stream) {
-                    Ok((rd, wr)) => run(&shared, id, rd, wr, peer, local, false).await,
+                    Ok((rd, wr)) => run(&shared, id, rd, wr, peer, local, None).await,
                     Err(e) => Err(format!("io_uring: {e}")),
                 }
             }
             (Accepted::Tokio(stream), None) => {
                 let local = stream.local_addr().ok();
                 let (rd, wr) = stream.into_split();
-                run(&shared, id, rd, wr, peer, local, false).await
+                run(&shared, id, rd, wr, peer, local, None).await
             }
             (Accepted::Tokio(stream), Some(acceptor)) => {
                 let local = stream.local_addr().ok();
@@ -118,8 +118,12 @@ pub async fn serve(shared: Arc<Shared>, stream: Accepted, peer: SocketAddr, tls:
                     Err(_) => Err("TLS handshake timed out".to_owned()),
                     Ok(Err(e)) => Err(format!("TLS handshake failed: {e}")),
                     Ok(Ok(stream)) => {
+                        let cert_user = shared.config.ssl_cert_login_from.and_then(|from| {
+                            let der = stream.get_ref().1.peer_certificates()?.first()?;
+                            crate::tls::cert_login_name(der, from)
+                        });
                         let (rd, wr) = tokio::io::split(stream);
-                        run(&shared, id, rd, wr, peer, local, true).await
+                        run(&shared, id, rd, wr, peer, local, Some(cert_user)).await
                     }
                 }
             }
@@ -279,9 +283,11 @@ async fn handshake<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
     wr: &mut W,
     peer: SocketAddr,
     local: Option<SocketAddr>,
-    tls: bool,
+    tls: Option<Option<String>>,
 ) -> Result<Negotiated, End> {
     let cfg = &shared.config;
+    // `tls`: None on plain AMQP; on AMQPS, the user a client certificate logs in as, if any.
+    let cert_user = tls.clone().flatten();
     while reader.buf.len() < 8 {
         reader.read_more().await.map_err(End::Io)?;
     }
@@ -299,7 +305,13 @@ async fn handshake<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
         version_major: 0,
         version_minor: 9,
         server_properties: server_properties(),
-        mechanisms: Bytes::from_static(b"PLAIN AMQPLAIN"),
+        // EXTERNAL only where a verified client certificate named a user (as RabbitMQ's plugin
+        // offers it only on TLS connections with a peer certificate).
+        mechanisms: Bytes::from_static(if cert_user.is_some() {
+            b"PLAIN AMQPLAIN EXTERNAL"
+        } else {
+            b"PLAIN AMQPLAIN"
+        }),
         locales: Bytes::from_static(b"en_US"),
     };
     write_frames(wr, &[(0, start.into())]).await?;
@@ -316,16 +328,29 @@ async fn handshake<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
         class_id: 0,
         method_id: 0,
     };
-    if start_ok.mechanism != "PLAIN" && start_ok.mechanism != "AMQPLAIN" {
+    let external = start_ok.mechanism == "EXTERNAL" && cert_user.is_some();
+    if start_ok.mechanism != "PLAIN" && start_ok.mechanism != "AMQPLAIN" && !external {
         return Err(End::hard(
             COMMAND_INVALID,
             text(COMMAND_INVALID, format!("unknown authentication mechanism '{}'", start_ok.mechanism)),
         ));
     }
-    let Some((user, pass)) = credentials(&start_ok.mechanism, &start_ok.response) else {
-        return Err(refused(&start_ok.mechanism));
+    let (user, login) = match &cert_user {
+        Some(user) if external => {
+            // The response carries nothing RabbitMQ reads: the certificate is the credential.
+            let login =
+                shared.broker.lock().authenticate_external(user, is_loopback(peer.ip()), &cfg.default_user).map(|_| ());
+            (user.clone(), login)
+        }
+        _ => {
+            let Some((user, pass)) = credentials(&start_ok.mechanism, &start_ok.response) else {
+                return Err(refused(&start_ok.mechanism));
+            };
+            let login =
+                shared.broker.lock().authenticate(&user, &pass, is_loopback(peer.ip()), &cfg.default_user).map(|_| ());
+            (user, login)
+        }
     };
-    let login = shared.broker.lock().authenticate(&user, &pass, is_loopback(peer.ip()), &cfg.default_user).map(|_| ());
     match login {
         Ok(()) => {}
         Err(broker::auth::LoginError::LoopbackOnly) => {
@@ -402,7 +427,7 @@ async fn handshake<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
                 channel_max,
                 heartbeat_secs: tune_ok.heartbeat,
                 auth_mechanism: start_ok.mechanism.clone(),
-                tls,
+                tls: tls.is_some(),
                 io: reader.io.clone(),
             },
         );
@@ -438,7 +463,7 @@ async fn run<R, W>(
     mut wr: W,
     peer: SocketAddr,
     local: Option<SocketAddr>,
-    tls: bool,
+    tls: Option<Option<String>>,
 ) -> Result<(), String>
 where
     R: AsyncRead + Unpin,

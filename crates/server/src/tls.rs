@@ -59,3 +59,73 @@ fn private_key(path: &Path) -> anyhow::Result<PrivateKeyDer<'static>> {
         .with_context(|| format!("cannot parse the PEM private key in {}", path.display()))?
         .ok_or_else(|| anyhow!("no PEM private key in {}", path.display()))
 }
+
+/// The user name a client certificate (DER) logs in as under `--ssl-cert-login-from`, or None
+/// when it cannot be read or lacks the part asked for.
+pub fn cert_login_name(der: &[u8], from: crate::config::CertLogin) -> Option<String> {
+    use x509_parser::prelude::*;
+    let (_, cert) = X509Certificate::from_der(der).ok()?;
+    let subject = cert.subject();
+    match from {
+        crate::config::CertLogin::CommonName => subject.iter_common_name().next()?.as_str().ok().map(str::to_owned),
+        crate::config::CertLogin::DistinguishedName => {
+            let registry = x509_parser::objects::oid_registry();
+            // RFC 4514: the RDNs last first, joined by ','; an RDN's attributes joined by '+'.
+            let mut rdns: Vec<String> = subject
+                .iter()
+                .map(|rdn| {
+                    rdn.iter()
+                        .map(|atv| {
+                            let oid = atv.attr_type();
+                            let name = match x509_parser::objects::oid2abbrev(oid, registry) {
+                                Ok(short) => short.to_owned(),
+                                Err(_) => oid.to_id_string(),
+                            };
+                            match atv.as_str() {
+                                Ok(v) => format!("{name}={}", escape_rfc4514(v)),
+                                // Not a string type: '#' and the value's DER in hex, as RFC 4514.
+                                Err(_) => {
+                                    let hex: String =
+                                        atv.attr_value().as_bytes().iter().map(|b| format!("{b:02x}")).collect();
+                                    format!("{name}=#{hex}")
+                                }
+                            }
+                        })
+                        .collect::<Vec<_>>()
+                        .join("+")
+                })
+                .collect();
+            rdns.reverse();
+            (!rdns.is_empty()).then(|| rdns.join(","))
+        }
+    }
+}
+
+/// Escapes an attribute value as RFC 4514 section 2.4 asks.
+fn escape_rfc4514(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    let last = v.chars().count().saturating_sub(1);
+    for (i, c) in v.chars().enumerate() {
+        let special = matches!(c, '"' | '+' | ',' | ';' | '<' | '>' | '\\')
+            || (i == 0 && (c == ' ' || c == '#'))
+            || (i == last && c == ' ');
+        if special {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::escape_rfc4514;
+
+    #[test]
+    fn rfc4514_escapes() {
+        assert_eq!(escape_rfc4514("alice"), "alice");
+        assert_eq!(escape_rfc4514("Smith, J+r"), "Smith\\, J\\+r");
+        assert_eq!(escape_rfc4514("#lead and trail "), "\\#lead and trail\\ ");
+        assert_eq!(escape_rfc4514(" x"), "\\ x");
+    }
+}
