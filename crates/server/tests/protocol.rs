@@ -494,6 +494,34 @@ fn heartbeats_flow_both_ways() {
     c.open_channel(1).expect("connection alive after the heartbeats");
 }
 
+/// Proves the server's heartbeat, which writes push back without moving its timer, still comes
+/// one idle interval (half the negotiated 2 s) after the last write once traffic stops, and not
+/// while replies keep the connection busy.
+#[test]
+fn heartbeat_follows_the_last_write() {
+    let server = Server::start();
+    let mut c = logged_in_tuned(&server, |t| ConnectionTuneOk { heartbeat: 2, ..raw::echo_tune(t) });
+    c.open_channel(1).expect("channel");
+    let declare = || QueueDeclare { queue: "hb".into(), ..Default::default() };
+    let busy_until = Instant::now() + Duration::from_millis(2500);
+    while Instant::now() < busy_until {
+        c.send_method(1, declare()).expect("send declare");
+        match c.recv(Duration::from_secs(2)).expect("a reply") {
+            Recv::Frame(Frame::Method { method: Method::QueueDeclareOk(_), .. }) => {}
+            other => panic!("a heartbeat or anything else while replies flow every 250 ms: {other:?}"),
+        }
+        c.send_heartbeat().expect("our heartbeat");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let last_write = Instant::now();
+    match c.recv(Duration::from_secs(3)).expect("a heartbeat after the traffic") {
+        Recv::Frame(Frame::Heartbeat { channel: 0 }) => {}
+        other => panic!("expected a heartbeat, got {other:?}"),
+    }
+    let after = last_write.elapsed();
+    assert!(after >= Duration::from_millis(600) && after <= Duration::from_millis(1600), "heartbeat {after:?} after");
+}
+
 /// Proves that once the server sent channel.close, frames on that channel (a queue.declare, a
 /// whole publish, even a channel.open) are dropped until channel.close-ok, after which the
 /// channel id opens again.
