@@ -184,3 +184,22 @@ def test_external_is_not_offered_without_a_certificate_or_the_flag(broker_factor
     with pytest.raises(pika.exceptions.AMQPConnectionError):
         pika.BlockingConnection(external_params(b, pki, "client"))
     pika.BlockingConnection(tls_params(b, pki, client_cert=True)).close()
+
+
+def test_external_login_by_subject_alternative_name(broker_factory, pki):
+    (pki / "svc.ext").write_text(
+        "extendedKeyUsage=clientAuth\nsubjectAltName=DNS:svc-a.example,email:ops@example.com,DNS:svc-b.example\n")
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "svc.key", "-out", "svc.csr", "-subj", "/CN=svc", cwd=pki)
+    openssl("x509", "-req", "-in", "svc.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+            "-out", "svc.pem", "-days", "2", "-extfile", "svc.ext", cwd=pki)
+    for extra, user in (([], "svc-a.example"),
+                        (["--ssl-cert-login-san-index", "1"], "svc-b.example"),
+                        (["--ssl-cert-login-san-type", "email"], "ops@example.com")):
+        b = start(broker_factory, pki, "--tls-ca", str(pki / "ca.pem"),
+                  "--ssl-cert-login-from", "subject_alternative_name", *extra)
+        api = Api(b)
+        api.make_user(user)
+        conn = pika.BlockingConnection(external_params(b, pki, "svc"))
+        assert api.ok("GET", "/connections")[0]["user"] == user, extra
+        conn.close()
+        b.stop()

@@ -47,9 +47,19 @@ pub struct Config {
     /// certificate, and log them in as the user the certificate names, without a password
     /// (RabbitMQ's rabbitmq_auth_mechanism_ssl and its ssl_cert_login_from).
     /// `distinguished_name`: the certificate's subject in RFC 4514 form, last RDN first
-    /// (`CN=alice,OU=ops,O=Example`); `common_name`: its CN.
+    /// (`CN=alice,OU=ops,O=Example`); `common_name`: its CN; `subject_alternative_name`: one of
+    /// its subject alternative names (see --ssl-cert-login-san-type and -index).
     #[arg(long, value_enum, requires = "tls_ca")]
     pub ssl_cert_login_from: Option<CertLogin>,
+
+    /// With --ssl-cert-login-from subject_alternative_name: which kind of name.
+    #[arg(long, value_enum, default_value_t = SanType::Dns)]
+    pub ssl_cert_login_san_type: SanType,
+
+    /// With --ssl-cert-login-from subject_alternative_name: which of the names of that kind,
+    /// counting from 0 in the certificate's order.
+    #[arg(long, default_value_t = 0)]
+    pub ssl_cert_login_san_index: usize,
 
     /// Directory for the node's data (created when missing).
     #[arg(long, default_value = "./warren-data", env = "WARREN_DATA_DIR")]
@@ -167,6 +177,17 @@ pub enum CertLogin {
     DistinguishedName,
     #[value(name = "common_name")]
     CommonName,
+    #[value(name = "subject_alternative_name", alias = "subject_alt_name")]
+    SubjectAlternativeName,
+}
+
+/// See [`Config::ssl_cert_login_san_type`] (RabbitMQ's ssl_cert_login_san_type).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SanType {
+    Dns,
+    Ip,
+    Email,
+    Uri,
 }
 
 /// See [`Config::io_engine`].

@@ -118,9 +118,9 @@ pub async fn serve(shared: Arc<Shared>, stream: Accepted, peer: SocketAddr, tls:
                     Err(_) => Err("TLS handshake timed out".to_owned()),
                     Ok(Err(e)) => Err(format!("TLS handshake failed: {e}")),
                     Ok(Ok(stream)) => {
-                        let cert_user = shared.config.ssl_cert_login_from.and_then(|from| {
+                        let cert_user = shared.config.ssl_cert_login_from.and_then(|_| {
                             let der = stream.get_ref().1.peer_certificates()?.first()?;
-                            crate::tls::cert_login_name(der, from)
+                            crate::tls::cert_login_name(der, &shared.config)
                         });
                         let (rd, wr) = tokio::io::split(stream);
                         run(&shared, id, rd, wr, peer, local, Some(cert_user)).await

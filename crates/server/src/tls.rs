@@ -62,11 +62,30 @@ fn private_key(path: &Path) -> anyhow::Result<PrivateKeyDer<'static>> {
 
 /// The user name a client certificate (DER) logs in as under `--ssl-cert-login-from`, or None
 /// when it cannot be read or lacks the part asked for.
-pub fn cert_login_name(der: &[u8], from: crate::config::CertLogin) -> Option<String> {
+pub fn cert_login_name(der: &[u8], config: &Config) -> Option<String> {
+    use crate::config::SanType;
     use x509_parser::prelude::*;
     let (_, cert) = X509Certificate::from_der(der).ok()?;
     let subject = cert.subject();
-    match from {
+    match config.ssl_cert_login_from? {
+        crate::config::CertLogin::SubjectAlternativeName => {
+            let san = cert.subject_alternative_name().ok()??;
+            san.value
+                .general_names
+                .iter()
+                .filter_map(|n| match (config.ssl_cert_login_san_type, n) {
+                    (SanType::Dns, GeneralName::DNSName(v))
+                    | (SanType::Email, GeneralName::RFC822Name(v))
+                    | (SanType::Uri, GeneralName::URI(v)) => Some(v.to_string()),
+                    (SanType::Ip, GeneralName::IPAddress(b)) => match b.len() {
+                        4 => Some(std::net::Ipv4Addr::from(<[u8; 4]>::try_from(*b).ok()?).to_string()),
+                        16 => Some(std::net::Ipv6Addr::from(<[u8; 16]>::try_from(*b).ok()?).to_string()),
+                        _ => None,
+                    },
+                    _ => None,
+                })
+                .nth(config.ssl_cert_login_san_index)
+        }
         crate::config::CertLogin::CommonName => subject.iter_common_name().next()?.as_str().ok().map(str::to_owned),
         crate::config::CertLogin::DistinguishedName => {
             let registry = x509_parser::objects::oid_registry();
