@@ -353,3 +353,63 @@ def test_user_limits(broker_factory):
     other = broker_factory.start(broker_factory.new_data_dir())
     ok(other, "import_definitions", "-", input=json.dumps(exported))
     assert json.loads(ok(other, "-q", "list_user_limits", "--user", "lu")) == {"max-connections": 1, "max-channels": 2}
+
+
+def test_ping_hash_password_and_force_reset(node):
+    out = ok(node, "ping")
+    assert out.strip().endswith("Ping succeeded")
+    # hash_password's output is what the user database stores: a login with it works.
+    h = ok(node, "hash_password", "s3cret").strip().splitlines()[-1]
+    api = Api(node)
+    api.ok("PUT", "/users/hashed", {"password_hash": h, "hashing_algorithm": "rabbit_password_hashing_sha256",
+                                     "tags": ""})
+    api.ok("PUT", "/permissions/%2F/hashed", {"configure": ".*", "write": ".*", "read": ".*"})
+    login(node, "hashed", "s3cret").close()
+    assert ok(node, "hash_password", "s3cret").strip().splitlines()[-1] != h, "a fresh salt each time"
+    # force_reset, as reset, needs stop_app first.
+    r = ctl(node, "force_reset")
+    assert r.returncode == 69, (r.stdout, r.stderr)
+    ok(node, "stop_app")
+    ok(node, "force_reset")
+    ok(node, "start_app")
+    assert "hashed" not in [u["name"] for u in api.ok("GET", "/users")]
+
+
+def node_resources(node):
+    api = Api(node)
+    return api.ok("GET", "/nodes/" + api.ok("GET", "/overview")["node"])
+
+
+def test_alarm_thresholds_change_at_run_time(node):
+    base = node_resources(node)
+    assert not base["mem_alarm"] and not base["disk_free_alarm"]
+    ok(node, "set_vm_memory_high_watermark", "absolute", "1MiB")
+    assert node_resources(node)["mem_limit"] == 1024 * 1024
+    assert wait_for(5, lambda: node_resources(node)["mem_alarm"]), "memory alarm after lowering the watermark"
+    # Publishers are blocked: connection.blocked reaches a client that asks for it.
+    conn = node.connect(blocked_connection_timeout=30)
+    blocked = []
+    conn.add_on_connection_blocked_callback(lambda *a: blocked.append(1))
+    conn.channel().basic_publish("", "nowhere", b"x")
+    assert wait_for(5, lambda: blocked, pump=conn)
+    ok(node, "set_vm_memory_high_watermark", "0.9")
+    assert wait_for(5, lambda: not node_resources(node)["mem_alarm"])
+    conn.close()
+    r = ctl(node, "set_vm_memory_high_watermark", "1.5")
+    assert r.returncode == 64, (r.stdout, r.stderr)
+
+    ok(node, "set_disk_free_limit", "1000TB")
+    assert node_resources(node)["disk_free_limit"] == 1000 * 10**12
+    assert wait_for(5, lambda: node_resources(node)["disk_free_alarm"])
+    ok(node, "set_disk_free_limit", "1")
+    assert wait_for(5, lambda: not node_resources(node)["disk_free_alarm"])
+    ok(node, "set_disk_free_limit", "mem_relative", "0.0")
+    assert node_resources(node)["disk_free_limit"] == 0
+    r = ctl(node, "set_disk_free_limit", "12 parsecs")
+    assert r.returncode == 64, (r.stdout, r.stderr)
+
+
+def test_shutdown_waits_for_the_process(node):
+    out = ok(node, "shutdown")
+    assert "successfully shut down" in out
+    assert node.proc.poll() is not None, "the process is gone when shutdown returns"

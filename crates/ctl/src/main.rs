@@ -24,6 +24,7 @@ const EX_USAGE: u8 = 64;
 const EX_DATAERR: u8 = 65;
 const EX_UNAVAILABLE: u8 = 69;
 const EX_SOFTWARE: u8 = 70;
+const EX_TEMPFAIL: u8 = 75;
 const EX_NOPERM: u8 = 77;
 
 /// A failed command: exit code and message.
@@ -56,6 +57,12 @@ const COMMANDS: &[Command] = &[
     },
     Command { name: "stop", args: "", about: "Stops the node" },
     Command {
+        name: "shutdown",
+        args: "[--timeout <seconds>]",
+        about: "Stops the node and waits for its OS process to exit (local node only)",
+    },
+    Command { name: "ping", args: "", about: "Checks that the node is up and answering" },
+    Command {
         name: "stop_app",
         args: "",
         about: "Stops the broker application, leaving the process (and warrenctl's access) running",
@@ -65,6 +72,22 @@ const COMMANDS: &[Command] = &[
         name: "reset",
         args: "",
         about: "Wipes every definition and message, back to a fresh node (requires stop_app)",
+    },
+    Command { name: "force_reset", args: "", about: "As reset (a single node has no cluster state to force past)" },
+    Command {
+        name: "set_vm_memory_high_watermark",
+        args: "<fraction> | absolute <memory_limit>",
+        about: "Sets the memory high watermark until the node restarts (a fraction of RAM, or bytes: 4G, 512MiB, ...)",
+    },
+    Command {
+        name: "set_disk_free_limit",
+        args: "<disk_limit> | mem_relative <fraction>",
+        about: "Sets the free disk space limit until the node restarts (bytes: 2GB, 500MiB, ...; or relative to RAM)",
+    },
+    Command {
+        name: "hash_password",
+        args: "<password>",
+        about: "Prints the password's hash as the internal database stores it (rabbit_password_hashing_sha256)",
     },
     Command { name: "add_user", args: "<username> <password>", about: "Creates a new user in the internal database" },
     Command { name: "delete_user", args: "<username>", about: "Removes a user from the internal database" },
@@ -176,6 +199,45 @@ const COMMANDS: &[Command] = &[
     Command { name: "export_definitions", args: "<file_path | \"-\">", about: "Exports definitions in JSON" },
     Command { name: "import_definitions", args: "<file_path | \"-\">", about: "Imports definitions in JSON" },
 ];
+
+/// A byte count as rabbitmqctl takes it: an integer with an optional unit, where k, K, kiB, M,
+/// MiB, G, GiB, T, TiB are powers of 1024 and kB, KB, MB, GB, TB powers of 1000.
+fn parse_bytes(s: &str) -> Result<u64, Failure> {
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (digits, unit) = s.split_at(split);
+    let n: u64 = digits.parse().map_err(|_| usage(format!("not a byte count: {s}")))?;
+    let mult: u64 = match unit {
+        "" => 1,
+        "k" | "K" | "kiB" | "KiB" => 1 << 10,
+        "kB" | "KB" => 1_000,
+        "M" | "MiB" => 1 << 20,
+        "MB" => 1_000_000,
+        "G" | "GiB" => 1 << 30,
+        "GB" => 1_000_000_000,
+        "T" | "TiB" => 1 << 40,
+        "TB" => 1_000_000_000_000,
+        _ => return Err(usage(format!("unknown unit in {s}"))),
+    };
+    n.checked_mul(mult).ok_or_else(|| usage(format!("too large: {s}")))
+}
+
+/// base64(salt ‖ SHA-256(salt ‖ password)) with a random 4-byte salt: RabbitMQ's
+/// rabbit_password_hashing_sha256, the form `add_user` stores and definitions carry.
+fn hash_password(password: &str) -> String {
+    use base64::Engine;
+    use sha2::{Digest, Sha256};
+    let mut salt = [0u8; 4];
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        use std::io::Read;
+        let _ = f.read_exact(&mut salt);
+    }
+    let mut h = Sha256::new();
+    h.update(salt);
+    h.update(password.as_bytes());
+    let mut out = salt.to_vec();
+    out.extend_from_slice(&h.finalize());
+    base64::engine::general_purpose::STANDARD.encode(out)
+}
 
 /// Parsed command line.
 #[derive(Default, Clone)]
@@ -642,7 +704,91 @@ impl Ctl {
                 println!("Basics\n\nCluster name: {name}\n\nDisk Nodes\n\n{name}\n\nRunning Nodes\n\n{name}\n\nNetwork Partitions\n\n(none)\n\nAlarms\n\n(none)");
                 Ok(())
             }
-            "stop" | "stop_app" | "start_app" | "reset" => {
+            "ping" => {
+                self.need(0, 0)?;
+                let name = self.node_name()?;
+                self.info(format!("Will ping {name}. This only checks if the node is running and answering."));
+                println!("Ping succeeded");
+                Ok(())
+            }
+            "shutdown" => {
+                self.need(0, 0)?;
+                let name = self.node_name()?;
+                let node = self.call("GET", &format!("/nodes/{}", enc(&name)), None)?;
+                let pid = node["os_pid"]
+                    .as_str()
+                    .and_then(|p| p.parse::<u32>().ok())
+                    .or(node["os_pid"].as_u64().map(|p| p as u32));
+                let Some(pid) = pid else {
+                    return Err(Failure(EX_SOFTWARE, "the node did not report its OS pid".into()));
+                };
+                let proc_dir = format!("/proc/{pid}");
+                // Running: its /proc entry exists and is not a zombie (exited, not yet reaped).
+                let running = || {
+                    std::fs::read_to_string(format!("{proc_dir}/stat"))
+                        .map(|s| {
+                            s.rsplit_once(')').map(|(_, rest)| rest.trim_start().chars().next()) != Some(Some('Z'))
+                        })
+                        .unwrap_or(false)
+                };
+                if !running() {
+                    return Err(Failure(
+                        EX_USAGE,
+                        format!("node {name} (pid {pid}) is not on this machine; shutdown only stops a local node"),
+                    ));
+                }
+                self.info(format!("Shutting down Warren node {name} running at PID {pid}"));
+                self.call("POST", "/warren/node/stop", None)?;
+                self.info(format!("Waiting for PID {pid} to terminate"));
+                let secs = self.args.flags.get("timeout").and_then(|t| t.parse::<u64>().ok()).unwrap_or(120);
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+                while running() {
+                    if std::time::Instant::now() >= deadline {
+                        return Err(Failure(EX_TEMPFAIL, format!("PID {pid} still runs after {secs} s")));
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+                self.info(format!("Warren node {name} running at PID {pid} successfully shut down"));
+                Ok(())
+            }
+            "hash_password" => {
+                self.need(1, 1)?;
+                self.info("Will hash password.".into());
+                println!("{}", hash_password(self.pos(0)));
+                Ok(())
+            }
+            "set_vm_memory_high_watermark" => {
+                self.need(1, 2)?;
+                let body = match self.args.positional.as_slice() {
+                    [kind, limit] if kind == "absolute" => json!({"absolute": parse_bytes(limit)?}),
+                    [fraction] => {
+                        let f: f64 = fraction.parse().map_err(|_| usage(format!("not a fraction: {fraction}")))?;
+                        if !(0.0..=1.0).contains(&f) {
+                            return Err(usage("the threshold should be a fraction between 0.0 and 1.0"));
+                        }
+                        json!({"fraction": f})
+                    }
+                    _ => return Err(usage("expected <fraction> or absolute <memory_limit>")),
+                };
+                let name = self.node_name()?;
+                self.info(format!("Setting memory threshold on {name} to {} ...", self.args.positional.join(" ")));
+                self.call("PUT", "/warren/node/limits/vm_memory_high_watermark", Some(body)).map(|_| ())
+            }
+            "set_disk_free_limit" => {
+                self.need(1, 2)?;
+                let body = match self.args.positional.as_slice() {
+                    [kind, f] if kind == "mem_relative" => {
+                        let f: f64 = f.parse().map_err(|_| usage(format!("not a number: {f}")))?;
+                        json!({"mem_relative": f})
+                    }
+                    [limit] => json!({"bytes": parse_bytes(limit)?}),
+                    _ => return Err(usage("expected <disk_limit> or mem_relative <fraction>")),
+                };
+                let name = self.node_name()?;
+                self.info(format!("Setting disk free limit on {name} to {} ...", self.args.positional.join(" ")));
+                self.call("PUT", "/warren/node/limits/disk_free_limit", Some(body)).map(|_| ())
+            }
+            "stop" | "stop_app" | "start_app" | "reset" | "force_reset" => {
                 self.need(0, 0)?;
                 let name = self.node_name()?;
                 self.info(match cmd.name {
@@ -651,8 +797,9 @@ impl Ctl {
                     "start_app" => format!("Starting node {name} ..."),
                     _ => format!("Resetting node {name} ..."),
                 });
-                match self.call("POST", &format!("/warren/node/{}", cmd.name), None) {
-                    Err(Failure(_, reason)) if cmd.name == "reset" => Err(Failure(EX_UNAVAILABLE, reason)),
+                let action = if cmd.name == "force_reset" { "reset" } else { cmd.name };
+                match self.call("POST", &format!("/warren/node/{action}"), None) {
+                    Err(Failure(_, reason)) if action == "reset" => Err(Failure(EX_UNAVAILABLE, reason)),
                     r => r.map(|_| ()),
                 }
             }

@@ -60,6 +60,12 @@ pub trait Node: Send + Sync + 'static {
     fn stop(&self);
     /// When the node started, milliseconds since the Unix epoch.
     fn started_at_ms(&self) -> u64;
+    /// Changes a resource alarm threshold at run time (`vm_memory_high_watermark`,
+    /// `disk_free_limit`; see the server's `alarms::Limits::set` for the body).
+    fn set_limit(&self, which: &str, body: &Value) -> Result<(), String> {
+        let _ = body;
+        Err(format!("cannot set {which} on this node"))
+    }
     /// Resource use and limits for `/api/nodes`, with RabbitMQ's field names (`mem_used`,
     /// `mem_limit`, `disk_free`, `disk_free_limit`, `fd_used`, `fd_total`, ...).
     fn resources(&self) -> serde_json::Map<String, Value> {

@@ -764,6 +764,13 @@ pub fn route(node: &dyn Node, r: &Req) -> ApiResult {
                 Err(_) => Err(ApiError::bad_request(format!("user '{user}' - invalid credentials"))),
             }
         }
+        (&M::PUT, ["warren", "node", "limits", which]) => {
+            // warrenctl set_vm_memory_high_watermark / set_disk_free_limit.
+            who.require_admin()?;
+            let body = r.json()?;
+            node.set_limit(which, &Value::Object(body)).map_err(ApiError::bad_request)?;
+            no_content()
+        }
         (&M::POST, ["warren", "node", action]) => {
             who.require_admin()?;
             node_control(node, action)

@@ -5,6 +5,8 @@
 //! alarm clears, so publishers stop while consumers keep draining queues.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -58,18 +60,76 @@ pub fn rss_bytes() -> Option<u64> {
     Some(line.split_whitespace().nth(1)?.parse::<u64>().ok()? * 1024)
 }
 
+/// The thresholds in force: set from the flags at start, changed at run time by
+/// `warrenctl set_vm_memory_high_watermark` and `set_disk_free_limit` (not persisted, as
+/// RabbitMQ's).
+#[derive(Debug)]
+pub struct Limits {
+    pub disk_free_limit: AtomicU64,
+    /// Bytes of resident memory above which the memory alarm is on; u64::MAX when the machine's
+    /// memory is unknown.
+    pub memory_limit: AtomicU64,
+}
+
+impl Limits {
+    pub fn new(disk_free_limit: u64, memory_fraction: f64) -> Self {
+        Limits {
+            disk_free_limit: AtomicU64::new(disk_free_limit),
+            memory_limit: AtomicU64::new(memory_limit_bytes(memory_fraction).unwrap_or(u64::MAX)),
+        }
+    }
+
+    pub fn disk_free_limit(&self) -> u64 {
+        self.disk_free_limit.load(Ordering::Relaxed)
+    }
+
+    pub fn memory_limit(&self) -> u64 {
+        self.memory_limit.load(Ordering::Relaxed)
+    }
+
+    /// Sets a threshold from the management API's body: `vm_memory_high_watermark` takes
+    /// `{"fraction": f}` (of the machine's memory, 0 to 1) or `{"absolute": bytes}`;
+    /// `disk_free_limit` takes `{"bytes": n}` or `{"mem_relative": f}` (a multiple of the
+    /// machine's memory). Returns what was set, for the log, or why not.
+    pub fn set(&self, which: &str, body: &serde_json::Value) -> Result<String, String> {
+        let fraction = |k: &str| body.get(k).and_then(serde_json::Value::as_f64);
+        let bytes = |k: &str| body.get(k).and_then(serde_json::Value::as_u64);
+        let total = || meminfo_total_bytes().ok_or("the machine's memory is unknown".to_owned());
+        match which {
+            "vm_memory_high_watermark" => {
+                let limit = match (fraction("fraction"), bytes("absolute")) {
+                    (Some(f), None) if (0.0..=1.0).contains(&f) => (total()? as f64 * f) as u64,
+                    (Some(f), None) => return Err(format!("the fraction {f} is not between 0.0 and 1.0")),
+                    (None, Some(b)) => b,
+                    _ => return Err("expected {\"fraction\": F} or {\"absolute\": BYTES}".into()),
+                };
+                self.memory_limit.store(limit, Ordering::Relaxed);
+                Ok(format!("memory high watermark set to {limit} bytes"))
+            }
+            "disk_free_limit" => {
+                let limit = match (bytes("bytes"), fraction("mem_relative")) {
+                    (Some(b), None) => b,
+                    (None, Some(f)) if f >= 0.0 => (total()? as f64 * f) as u64,
+                    _ => return Err("expected {\"bytes\": N} or {\"mem_relative\": F}".into()),
+                };
+                self.disk_free_limit.store(limit, Ordering::Relaxed);
+                Ok(format!("disk free limit set to {limit} bytes"))
+            }
+            _ => Err(format!("no such limit '{which}'")),
+        }
+    }
+}
+
 /// Checks the resources every `CHECK_INTERVAL` and publishes changes, logging each transition.
-pub async fn monitor(dir: std::path::PathBuf, disk_free_limit: u64, memory_fraction: f64, tx: watch::Sender<Alarms>) {
-    let memory_limit = meminfo_total_bytes().map(|t| (t as f64 * memory_fraction) as u64);
+pub async fn monitor(dir: std::path::PathBuf, limits: Arc<Limits>, tx: watch::Sender<Alarms>) {
     let mut ticker = tokio::time::interval(CHECK_INTERVAL);
     loop {
         ticker.tick().await;
+        let (disk_free_limit, memory_limit) = (limits.disk_free_limit(), limits.memory_limit());
         let free = disk_free_bytes(&dir);
         let rss = rss_bytes();
-        let now = Alarms {
-            disk: free.is_some_and(|f| f < disk_free_limit),
-            memory: matches!((rss, memory_limit), (Some(r), Some(l)) if r > l),
-        };
+        let now =
+            Alarms { disk: free.is_some_and(|f| f < disk_free_limit), memory: rss.is_some_and(|r| r > memory_limit) };
         let before = *tx.borrow();
         if now != before {
             if now.disk != before.disk {
@@ -87,7 +147,7 @@ pub async fn monitor(dir: std::path::PathBuf, disk_free_limit: u64, memory_fract
                     tracing::warn!(
                         "memory alarm set: RSS {} bytes above the high watermark {}; publishers are blocked",
                         rss.unwrap_or(0),
-                        memory_limit.unwrap_or(0)
+                        memory_limit
                     );
                 } else {
                     tracing::info!("memory alarm cleared");

@@ -133,6 +133,12 @@ impl mgmt::Node for ServerNode {
         self.started_at_ms
     }
 
+    fn set_limit(&self, which: &str, body: &serde_json::Value) -> Result<(), String> {
+        let done = self.shared.limits.set(which, body)?;
+        tracing::info!("{done} (warrenctl)");
+        Ok(())
+    }
+
     fn resources(&self) -> serde_json::Map<String, serde_json::Value> {
         let config = &self.shared.config;
         let fd_used = std::fs::read_dir("/proc/self/fd").map(|d| d.count()).unwrap_or(0);
@@ -140,9 +146,9 @@ impl mgmt::Node for ServerNode {
         let sockets = self.shared.connection_count.load(std::sync::atomic::Ordering::Relaxed);
         let v = serde_json::json!({
             "mem_used": crate::alarms::rss_bytes().unwrap_or(0),
-            "mem_limit": crate::alarms::memory_limit_bytes(config.vm_memory_high_watermark).unwrap_or(0),
+            "mem_limit": match self.shared.limits.memory_limit() { u64::MAX => 0, l => l },
             "disk_free": crate::alarms::disk_free_bytes(&config.data_dir).unwrap_or(0),
-            "disk_free_limit": config.disk_free_limit,
+            "disk_free_limit": self.shared.limits.disk_free_limit(),
             "fd_used": fd_used,
             "fd_total": fd_total,
             "sockets_used": sockets,

@@ -37,6 +37,8 @@ pub struct Shared {
     pub shutdown: watch::Receiver<bool>,
     /// Resource alarms in force (disk, memory).
     pub alarms: watch::Receiver<alarms::Alarms>,
+    /// The thresholds of those alarms (changed at run time by warrenctl).
+    pub limits: Arc<alarms::Limits>,
     /// Set and signalled when the journal has appends waiting for the syncer.
     sync_signal: (std::sync::Mutex<bool>, std::sync::Condvar),
     /// Wakes the ticker when the broker set a deadline earlier than the one it sleeps until.
@@ -293,14 +295,11 @@ pub async fn run(
     let _ = STARTED_AT_MS.set(now_ms());
     let shutdown = stop.subscribe();
     let (alarm_tx, alarm_rx) = watch::channel(alarms::Alarms::default());
-    tokio::spawn(alarms::monitor(
-        config.data_dir.clone(),
-        config.disk_free_limit,
-        config.vm_memory_high_watermark,
-        alarm_tx,
-    ));
+    let limits = Arc::new(alarms::Limits::new(config.disk_free_limit, config.vm_memory_high_watermark));
+    tokio::spawn(alarms::monitor(config.data_dir.clone(), limits.clone(), alarm_tx));
     let shared = Arc::new(Shared {
         alarms: alarm_rx,
+        limits,
         broker: Mutex::new(broker),
         config,
         outboxes: Mutex::new(HashMap::default()),

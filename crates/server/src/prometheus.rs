@@ -423,7 +423,10 @@ fn render_node(out: &mut Out, shared: &Shared, snap: &Snapshot) {
     out.sample("rabbitmq_global_consumers", p, snap.consumers);
     let rss = crate::alarms::rss_bytes().unwrap_or(0);
     out.one("rabbitmq_process_resident_memory_bytes", "gauge", "Memory used in bytes", rss);
-    let limit = crate::alarms::memory_limit_bytes(shared.config.vm_memory_high_watermark).unwrap_or(0);
+    let limit = match shared.limits.memory_limit() {
+        u64::MAX => 0,
+        l => l,
+    };
     out.one("rabbitmq_resident_memory_limit_bytes", "gauge", "Memory high watermark in bytes", limit);
     let fds = std::fs::read_dir("/proc/self/fd").map(|d| d.count()).unwrap_or(0);
     out.one("rabbitmq_process_open_fds", "gauge", "Open file descriptors", fds);
@@ -434,7 +437,7 @@ fn render_node(out: &mut Out, shared: &Shared, snap: &Snapshot) {
         "rabbitmq_disk_space_available_limit_bytes",
         "gauge",
         "Free disk space low watermark in bytes",
-        shared.config.disk_free_limit,
+        shared.limits.disk_free_limit(),
     );
     let alarms = *shared.alarms.borrow();
     out.one(
