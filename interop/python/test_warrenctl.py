@@ -413,3 +413,11 @@ def test_shutdown_waits_for_the_process(node):
     out = ok(node, "shutdown")
     assert "successfully shut down" in out
     assert node.proc.poll() is not None, "the process is gone when shutdown returns"
+
+
+def test_feature_flags_all_on(node):
+    out = ok(node, "list_feature_flags")
+    assert "name\tstate" in out
+    assert "Enabling all feature flags" in ok(node, "enable_feature_flag", "all")
+    r = ctl(node, "enable_feature_flag", "khepri_db")
+    assert r.returncode == 65 and "no feature flags" in r.stderr + r.stdout, (r.stdout, r.stderr)

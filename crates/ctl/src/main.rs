@@ -196,6 +196,16 @@ const COMMANDS: &[Command] = &[
         args: "[-p <vhost>]",
         about: "Lists operator policy overrides for a virtual host",
     },
+    Command {
+        name: "list_feature_flags",
+        args: "",
+        about: "Lists feature flags (none: Warren's features are always on, nothing to enable)",
+    },
+    Command {
+        name: "enable_feature_flag",
+        args: "all",
+        about: "Enables all feature flags: succeeds, as there are none to enable",
+    },
     Command { name: "export_definitions", args: "<file_path | \"-\">", about: "Exports definitions in JSON" },
     Command { name: "import_definitions", args: "<file_path | \"-\">", about: "Imports definitions in JSON" },
 ];
@@ -1306,6 +1316,30 @@ impl Ctl {
                     .collect();
                 self.table(items.as_array().map_or(&[], Vec::as_slice), &cols);
                 Ok(())
+            }
+            "list_feature_flags" => {
+                self.need(0, 0)?;
+                self.info("Listing feature flags ...".into());
+                let flags = self.call("GET", "/feature-flags", None)?;
+                let cols = vec![("name".to_owned(), "name".to_owned()), ("state".to_owned(), "state".to_owned())];
+                self.table(flags.as_array().map(Vec::as_slice).unwrap_or(&[]), &cols);
+                Ok(())
+            }
+            "enable_feature_flag" => {
+                self.need(1, 1)?;
+                match self.pos(0) {
+                    // What upgrade runbooks run: nothing is left disabled, so nothing to do.
+                    "all" => {
+                        self.info("Enabling all feature flags ...".into());
+                        Ok(())
+                    }
+                    f => Err(Failure(
+                        EX_DATAERR,
+                        format!(
+                            "unsupported feature flag '{f}': Warren has no feature flags, its features are always on"
+                        ),
+                    )),
+                }
             }
             "export_definitions" => {
                 self.need(1, 1)?;
