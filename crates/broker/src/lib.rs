@@ -29,6 +29,7 @@ pub mod queue;
 pub mod stats;
 mod timers;
 pub mod topic;
+pub mod trace;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashSet, VecDeque};
@@ -154,6 +155,8 @@ pub struct BrokerConfig {
     /// Default consumer acknowledgement timeout in milliseconds (RabbitMQ's `consumer_timeout`,
     /// 30 minutes); 0 turns it off. Queues and consumers may set their own (`ack_timeout.rs`).
     pub consumer_timeout_ms: u64,
+    /// This node's name, as traces and the API report it (`warren@host`).
+    pub node_name: String,
 }
 
 impl BrokerConfig {
@@ -172,6 +175,7 @@ impl Default for BrokerConfig {
             queue_memory_bytes_max: 16 << 20,
             queue_message_overhead_bytes: 160,
             consumer_timeout_ms: 1_800_000,
+            node_name: "warren@localhost".to_owned(),
         }
     }
 }
@@ -225,11 +229,14 @@ pub struct Vhost {
     pub name: String,
     pub exchanges: HashMap<String, Exchange>,
     pub queues: HashMap<String, QueueId>,
+    /// Firehose tracing on (see `trace.rs`); not persisted.
+    pub tracing: bool,
 }
 
 impl Vhost {
     fn new(name: &str) -> Self {
-        let mut v = Vhost { name: name.to_owned(), exchanges: HashMap::default(), queues: HashMap::default() };
+        let mut v =
+            Vhost { name: name.to_owned(), exchanges: HashMap::default(), queues: HashMap::default(), tracing: false };
         for (n, k) in [
             ("", ExchangeKind::Direct),
             ("amq.direct", ExchangeKind::Direct),
@@ -240,6 +247,11 @@ impl Vhost {
         ] {
             v.exchanges.insert(n.to_owned(), Exchange::new(n, k, true, false, false, FieldTable::new()));
         }
+        // Every vhost's firehose exchange, as RabbitMQ's: internal, so clients only bind to it.
+        v.exchanges.insert(
+            trace::TRACE_EXCHANGE.to_owned(),
+            Exchange::new(trace::TRACE_EXCHANGE, ExchangeKind::Topic, true, false, true, FieldTable::new()),
+        );
         v
     }
 
@@ -369,6 +381,10 @@ pub struct Broker {
     churn: stats::Churn,
     /// Users, permissions and connection details (see `auth.rs`).
     auth: auth::Auth,
+    /// Vhosts with tracing on (see `trace.rs`): while 0, nothing is traced or even looked up.
+    tracing_vhosts: usize,
+    /// Trace copies made during the current call, published once its dispatch is done.
+    pending_traces: Vec<trace::PendingTrace>,
 }
 
 fn queue_desc(name: &str, vhost: &str) -> String {
@@ -486,6 +502,8 @@ impl Broker {
             totals: stats::MessageStats::default(),
             churn: stats::Churn::default(),
             auth: auth::Auth::default(),
+            tracing_vhosts: 0,
+            pending_traces: Vec::new(),
         };
         b.add_vhost("/");
         b
@@ -1519,6 +1537,18 @@ impl Broker {
         } else if !redelivered && msg_id != 0 {
             self.journal.delivered(qid, msg_id);
         }
+        if let Some(q) = self.queues.get(&qid).filter(|q| self.traces(&q.vhost, &message)) {
+            self.pending_traces.push(trace::PendingTrace {
+                deliver: true,
+                vhost: q.vhost.clone(),
+                name: q.name.clone(),
+                message: message.clone(),
+                redelivered,
+                conn,
+                channel: ch,
+                routed: Vec::new(),
+            });
+        }
         fx.push(conn, Outbound::GetOk { channel: ch, delivery_tag, redelivered, message_count, message });
         Ok(())
     }
@@ -1689,6 +1719,8 @@ impl Broker {
             }
         };
         let vhost_name = self.vhost_of(conn)?;
+        // Only needed (and only allocated) while some vhost traces.
+        let vhost_name_owned = if self.tracing_vhosts != 0 { vhost_name.to_owned() } else { String::new() };
         let vhost = self.vhosts.get(vhost_name).ok_or_else(|| AmqpError::channel_error("vhost gone"))?;
         let message = Arc::new(message);
         let maybe_delayed = !self.delayed.is_registered_empty() && !message.exchange.is_empty();
@@ -1735,7 +1767,24 @@ impl Broker {
                 (self.hold_delayed(&vhost, durable, message, due), false)
             }
             Some(_) => (0, false),
-            None => self.enqueue(&mut routed, message, fx),
+            None => {
+                let traced = self.traces(vhost_name_owned.as_str(), &message).then(|| message.clone());
+                let r = self.enqueue(&mut routed, message, fx);
+                if let Some(message) = traced {
+                    let names = routed.iter().filter_map(|q| self.queues.get(q)).map(|q| q.name.clone()).collect();
+                    self.pending_traces.push(trace::PendingTrace {
+                        deliver: false,
+                        vhost: vhost_name_owned.clone(),
+                        name: message.exchange.clone(),
+                        message,
+                        redelivered: false,
+                        conn,
+                        channel: ch,
+                        routed: names,
+                    });
+                }
+                r
+            }
         };
         self.route_buf = routed;
         if let Some(seq) = seq {
@@ -1926,7 +1975,9 @@ impl Broker {
             while let Some(qid) = self.dirty.pop() {
                 self.dispatch(qid, None, fx);
             }
-            if !self.publish_dead_letters(fx) {
+            let dead_letters = self.publish_dead_letters(fx);
+            let traces = self.flush_traces(fx);
+            if !dead_letters && !traces {
                 break;
             }
         }
@@ -2017,6 +2068,21 @@ impl Broker {
                 redelivered: entry.redelivered,
                 message: entry.message.clone(),
             };
+            if self.tracing_vhosts != 0
+                && entry.message.exchange != trace::TRACE_EXCHANGE
+                && self.vhosts.get(&q.vhost).is_some_and(|v| v.tracing)
+            {
+                self.pending_traces.push(trace::PendingTrace {
+                    deliver: true,
+                    vhost: q.vhost.clone(),
+                    name: q.name.clone(),
+                    message: entry.message.clone(),
+                    redelivered: entry.redelivered,
+                    conn: cons.conn,
+                    channel: cons.channel,
+                    routed: Vec::new(),
+                });
+            }
             if cons.no_ack {
                 Self::forget(&mut *self.journal, qid, entry.msg_id);
             } else {

@@ -197,6 +197,12 @@ const COMMANDS: &[Command] = &[
         about: "Lists operator policy overrides for a virtual host",
     },
     Command {
+        name: "trace_on",
+        args: "[-p <vhost>]",
+        about: "Starts message tracing (the firehose, amq.rabbitmq.trace)",
+    },
+    Command { name: "trace_off", args: "[-p <vhost>]", about: "Stops message tracing" },
+    Command {
         name: "list_feature_flags",
         args: "",
         about: "Lists feature flags (none: Warren's features are always on, nothing to enable)",
@@ -1316,6 +1322,19 @@ impl Ctl {
                     .collect();
                 self.table(items.as_array().map_or(&[], Vec::as_slice), &cols);
                 Ok(())
+            }
+            "trace_on" | "trace_off" => {
+                self.need(0, 0)?;
+                let on = cmd.name == "trace_on";
+                let name = self.node_name()?;
+                self.info(format!(
+                    "{} tracing for vhost \"{v}\" on node {name} ...",
+                    if on { "Starting" } else { "Stopping" }
+                ));
+                if self.call("GET", &format!("/vhosts/{ev}"), None).is_err() {
+                    return Err(Failure(EX_DATAERR, format!("Virtual host '{v}' does not exist")));
+                }
+                self.call("PUT", &format!("/vhosts/{ev}"), Some(json!({"tracing": on}))).map(|_| ())
             }
             "list_feature_flags" => {
                 self.need(0, 0)?;

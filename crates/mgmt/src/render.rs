@@ -108,7 +108,7 @@ pub fn vhost(b: &Broker, name: &str) -> Value {
         "tags": meta.tags,
         "metadata": {"description": meta.description, "tags": meta.tags, "default_queue_type": dqt},
         "default_queue_type": dqt,
-        "tracing": false,
+        "tracing": b.is_tracing(name),
         "cluster_state": {},
         "messages": ready + unacked,
         "messages_ready": ready,

@@ -131,9 +131,19 @@ pub fn route(node: &dyn Node, r: &Req) -> ApiResult {
             who.require_admin()?;
             let body = r.json()?;
             let meta = vhost_metadata(&body);
+            // RabbitMQ's way to switch the firehose tracer (rabbitmqctl trace_on) over HTTP.
+            let tracing = body.get("tracing").and_then(Value::as_bool);
+            // A body with only `tracing` (as trace_on sends) leaves the description and tags be.
+            let has_meta =
+                ["description", "tags", "default_queue_type", "metadata"].iter().any(|k| body.contains_key(*k));
             let added = with(node, |b, _| {
                 let added = b.create_vhost(v)?;
-                b.set_vhost_metadata(v, &meta.0, &meta.1, &meta.2)?;
+                if added || has_meta {
+                    b.set_vhost_metadata(v, &meta.0, &meta.1, &meta.2)?;
+                }
+                if let Some(on) = tracing {
+                    b.set_tracing(v, on).map_err(|e| e.reply_text())?;
+                }
                 if added && !who.internal {
                     // RabbitMQ compat: the user who creates a vhost over the API gets full
                     // permissions in it.

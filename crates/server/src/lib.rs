@@ -220,6 +220,7 @@ pub fn open_broker(config: &Config) -> anyhow::Result<Broker> {
         confirm_before_fsync: config.confirm_before_fsync,
         queue_memory_bytes_max: config.queue_memory_max,
         consumer_timeout_ms: config.consumer_timeout,
+        node_name: control::node_name(),
         ..BrokerConfig::default()
     };
     let mut broker = Broker::new(broker_config, seed);
