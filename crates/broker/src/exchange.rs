@@ -16,6 +16,11 @@ pub enum ExchangeKind {
     /// RabbitMQ's delayed-message plugin type: routes as its `x-delayed-type` after holding a
     /// message for its `x-delay` header's milliseconds (see `delayed.rs`).
     DelayedMessage,
+    /// RabbitMQ's consistent-hash exchange plugin: each message goes to one binding, chosen by a
+    /// hash of its routing key (or of the header `hash-header`, or the property
+    /// `hash-property`) on a ring where each binding has as many points as its binding key, a
+    /// weight, says. The same key always reaches the same queue while the bindings stay.
+    ConsistentHash,
 }
 
 impl ExchangeKind {
@@ -26,6 +31,7 @@ impl ExchangeKind {
             "topic" => ExchangeKind::Topic,
             "headers" => ExchangeKind::Headers,
             "x-delayed-message" => ExchangeKind::DelayedMessage,
+            "x-consistent-hash" => ExchangeKind::ConsistentHash,
             _ => return None,
         })
     }
@@ -36,6 +42,7 @@ impl ExchangeKind {
             ExchangeKind::Topic => "topic",
             ExchangeKind::Headers => "headers",
             ExchangeKind::DelayedMessage => "x-delayed-message",
+            ExchangeKind::ConsistentHash => "x-consistent-hash",
         }
     }
 }
@@ -68,6 +75,8 @@ pub struct Exchange {
     pub bindings: Vec<Binding>,
     /// Direct exchanges: routing key → indexes into `bindings`.
     direct_index: HashMap<String, Vec<usize>>,
+    /// Consistent-hash exchanges: (point, index into `bindings`), sorted by point.
+    hash_ring: Vec<(u64, usize)>,
     /// `alternate-exchange` from the policy in force (the argument wins over it).
     pub policy_alternate: Option<String>,
     /// Messages published into it and copies routed out of it, counted while routing (which
@@ -105,6 +114,7 @@ impl Exchange {
             arguments,
             bindings: Vec::new(),
             direct_index: HashMap::default(),
+            hash_ring: Vec::new(),
             policy_alternate: None,
             published_in: Default::default(),
             published_out: Default::default(),
@@ -150,11 +160,65 @@ impl Exchange {
 
     fn reindex(&mut self) {
         self.direct_index.clear();
+        self.hash_ring.clear();
         if self.routing == ExchangeKind::Direct {
             for (i, b) in self.bindings.iter().enumerate() {
                 self.direct_index.entry(b.routing_key.clone()).or_default().push(i);
             }
         }
+        if self.routing == ExchangeKind::ConsistentHash {
+            for (i, b) in self.bindings.iter().enumerate() {
+                let weight = hash_weight(&b.routing_key).unwrap_or(1);
+                // Points depend on the destination (and the key), not on binding order, so a
+                // binding added or removed moves only its own share of the keys.
+                let id = match &b.destination {
+                    Destination::Queue(q) => format!("q{q}/{}", b.routing_key),
+                    Destination::Exchange(e) => format!("x{e}/{}", b.routing_key),
+                };
+                let base = fnv1a(id.as_bytes());
+                for j in 0..weight {
+                    self.hash_ring.push((mix(base ^ u64::from(j).wrapping_mul(0x9e37_79b9_7f4a_7c15)), i));
+                }
+            }
+            self.hash_ring.sort_unstable();
+        }
+    }
+
+    /// Consistent-hash exchanges: the destination for the message whose hash key is `key`.
+    pub fn pick_hashed(&self, key: &[u8]) -> Option<&Destination> {
+        if self.hash_ring.is_empty() {
+            return None;
+        }
+        let h = mix(fnv1a(key));
+        let i = self.hash_ring.partition_point(|&(p, _)| p < h);
+        let (_, b) = self.hash_ring[if i == self.hash_ring.len() { 0 } else { i }];
+        Some(&self.bindings[b].destination)
+    }
+
+    /// Consistent-hash exchanges: what a message is hashed on (its routing key, the header
+    /// `hash-header` names, or the property `hash-property` names); None when that header or
+    /// property is missing, and the message then goes nowhere (as with RabbitMQ's plugin).
+    pub fn hash_key(&self, routing_key: &str, message: &crate::message::Message) -> Option<Vec<u8>> {
+        if let Some(h) = self.arguments.get("hash-header").and_then(|v| v.as_str()) {
+            let headers = message.headers()?;
+            return Some(match headers.get(h)? {
+                amqp_codec::FieldValue::LongStr(b) | amqp_codec::FieldValue::ByteArray(b) => b.to_vec(),
+                v => match v.as_i64() {
+                    Some(n) => n.to_string().into_bytes(),
+                    None => format!("{v:?}").into_bytes(),
+                },
+            });
+        }
+        if let Some(p) = self.arguments.get("hash-property").and_then(|v| v.as_str()) {
+            let props = amqp_codec::BasicProperties::decode(&message.properties).ok()?;
+            return match p {
+                "message_id" => props.message_id.map(String::into_bytes),
+                "correlation_id" => props.correlation_id.map(String::into_bytes),
+                "timestamp" => props.timestamp.map(|t| t.to_string().into_bytes()),
+                _ => None,
+            };
+        }
+        Some(routing_key.as_bytes().to_vec())
     }
 
     /// Calls `f` with each destination bound for this routing key and headers.
@@ -179,6 +243,99 @@ impl Exchange {
             ExchangeKind::Headers => {
                 self.bindings.iter().filter(|b| headers::matches(&b.arguments, headers)).for_each(|b| f(&b.destination))
             }
+            // Needs the whole message (see `hash_key`); `Vhost::route` picks for these.
+            ExchangeKind::ConsistentHash => {}
         }
+    }
+}
+
+/// Checks a consistent-hash exchange's `hash-header` and `hash-property` arguments.
+pub fn validate_hash_arguments(args: &FieldTable) -> Result<(), String> {
+    let header = args.get("hash-header");
+    let property = args.get("hash-property");
+    if header.is_some() && property.is_some() {
+        return Err("hash-header and hash-property are mutually exclusive".into());
+    }
+    if header.is_some_and(|h| h.as_str().is_none_or(str::is_empty)) {
+        return Err("hash-header must be a header name".into());
+    }
+    if let Some(p) = property {
+        match p.as_str() {
+            Some("message_id" | "correlation_id" | "timestamp") => {}
+            _ => return Err("hash-property must be one of message_id, correlation_id, timestamp".into()),
+        }
+    }
+    Ok(())
+}
+
+/// Most points one consistent-hash binding may put on the ring.
+pub const HASH_WEIGHT_MAX: u32 = 1000;
+
+/// A consistent-hash binding key: its weight, a whole number from 1 to [`HASH_WEIGHT_MAX`].
+pub fn hash_weight(key: &str) -> Option<u32> {
+    key.trim().parse::<u32>().ok().filter(|w| (1..=HASH_WEIGHT_MAX).contains(w))
+}
+
+fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in bytes {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+/// splitmix64's finaliser: spreads FNV's output over the whole ring.
+fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+#[cfg(test)]
+mod hash_tests {
+    use super::*;
+
+    fn ring(weights: &[(u64, u32)]) -> Exchange {
+        let mut x = Exchange::new("h", ExchangeKind::ConsistentHash, false, false, false, FieldTable::new());
+        for &(q, w) in weights {
+            x.bind(Binding {
+                destination: Destination::Queue(q),
+                routing_key: w.to_string(),
+                arguments: FieldTable::new(),
+            });
+        }
+        x
+    }
+
+    #[test]
+    fn weights_share_keys_and_keys_stick() {
+        let x = ring(&[(1, 10), (2, 10), (3, 20)]);
+        let mut counts = [0u32; 4];
+        for i in 0..40_000 {
+            match x.pick_hashed(format!("key-{i}").as_bytes()) {
+                Some(Destination::Queue(q)) => counts[*q as usize] += 1,
+                other => panic!("{other:?}"),
+            }
+        }
+        // Weight 20 takes about half; 10 a quarter each (loose bounds: a ring of 40 points).
+        assert!(counts[3] > 14_000 && counts[3] < 26_000, "{counts:?}");
+        assert!(counts[1] > 5_000 && counts[2] > 5_000, "{counts:?}");
+        assert_eq!(x.pick_hashed(b"same"), x.pick_hashed(b"same"));
+        // Adding a binding moves only keys that now land on it.
+        let y = ring(&[(1, 10), (2, 10), (3, 20), (4, 10)]);
+        for i in 0..2_000 {
+            let k = format!("key-{i}");
+            let (a, b) = (x.pick_hashed(k.as_bytes()), y.pick_hashed(k.as_bytes()));
+            assert!(a == b || b == Some(&Destination::Queue(4)), "{k}: {a:?} -> {b:?}");
+        }
+    }
+
+    #[test]
+    fn weights_are_whole_numbers_in_range() {
+        assert_eq!(hash_weight("3"), Some(3));
+        assert_eq!(hash_weight("0"), None);
+        assert_eq!(hash_weight("1001"), None);
+        assert_eq!(hash_weight("one"), None);
     }
 }

@@ -258,7 +258,7 @@ impl Vhost {
     /// Routes through the exchange graph (exchange-to-exchange bindings and alternate exchanges),
     /// appending the ids of every queue reached, each once. Allocates nothing unless the message
     /// travels beyond its first exchange.
-    pub fn route(&self, exchange: &str, routing_key: &str, message: &Message, out: &mut Vec<QueueId>) {
+    pub fn route<'a>(&'a self, exchange: &'a str, routing_key: &str, message: &Message, out: &mut Vec<QueueId>) {
         if exchange.is_empty() {
             // The default exchange: implicitly bound to every queue by name, nothing else.
             if let Some(&q) = self.queues.get(routing_key) {
@@ -284,13 +284,20 @@ impl Vhost {
                     None
                 };
                 let mut matched = false;
-                x.route_each(routing_key, h, |d| {
+                let mut to = |d: &'a Destination| {
                     matched = true;
                     match d {
                         Destination::Queue(q) => out.push(*q),
                         Destination::Exchange(e) => pending.push(e.as_str()),
                     }
-                });
+                };
+                if x.routing == ExchangeKind::ConsistentHash {
+                    if let Some(d) = x.hash_key(routing_key, message).and_then(|k| x.pick_hashed(&k)) {
+                        to(d);
+                    }
+                } else {
+                    x.route_each(routing_key, h, to);
+                }
                 if !matched {
                     if let Some(ae) = x.alternate_exchange() {
                         pending.push(ae);
@@ -984,6 +991,9 @@ impl Broker {
                     ));
                 }
             }
+            if kind == ExchangeKind::ConsistentHash {
+                exchange::validate_hash_arguments(&m.arguments).map_err(AmqpError::precondition_failed)?;
+            }
             if let Some(x) = vhost.exchanges.get(&m.exchange) {
                 let d = |a: &str, r: &dyn std::fmt::Display, c: &dyn std::fmt::Display| {
                     inequivalent("exchange", a, &m.exchange, &vhost_name, r, c)
@@ -1118,6 +1128,12 @@ impl Broker {
         let x = vhost.exchanges.get(source).ok_or_else(|| no_exchange(source, &vhost_name))?;
         if x.routing == ExchangeKind::Headers && bind {
             headers::validate(&arguments).map_err(AmqpError::precondition_failed)?;
+        }
+        if x.routing == ExchangeKind::ConsistentHash && bind && exchange::hash_weight(routing_key).is_none() {
+            return Err(AmqpError::precondition_failed(format!(
+                "binding key '{routing_key}' of a consistent-hash exchange must be a weight from 1 to {}",
+                exchange::HASH_WEIGHT_MAX
+            )));
         }
         self.apply_binding(
             &vhost_name,
@@ -1301,6 +1317,12 @@ impl Broker {
         let x = vhost.exchanges.get(exchange).ok_or_else(|| no_exchange(exchange, &vhost_name))?;
         if x.routing == ExchangeKind::Headers && bind {
             headers::validate(&arguments).map_err(AmqpError::precondition_failed)?;
+        }
+        if x.routing == ExchangeKind::ConsistentHash && bind && exchange::hash_weight(routing_key).is_none() {
+            return Err(AmqpError::precondition_failed(format!(
+                "binding key '{routing_key}' of a consistent-hash exchange must be a weight from 1 to {}",
+                exchange::HASH_WEIGHT_MAX
+            )));
         }
         self.apply_binding(&vhost_name, exchange, Destination::Queue(qid), routing_key, arguments, bind);
         Ok(())
