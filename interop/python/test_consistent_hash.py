@@ -77,3 +77,21 @@ def test_bad_weights_and_arguments_are_406(connection, uniq):
         ch.exchange_declare(uniq + "-bad", "x-consistent-hash",
                             arguments={"hash-header": "a", "hash-property": "message_id"})
     assert e.value.reply_code == 406 and "mutually exclusive" in e.value.reply_text
+
+
+@pytest.mark.parametrize("kind", ["x-local-random", "x-random"])
+def test_random_exchanges_pick_one_bound_queue(connection, uniq, kind):
+    """RabbitMQ 4's x-local-random (and the random-exchange plugin's x-random): one queue per
+    message, picked at random; binding keys do not matter."""
+    ch = connection.channel()
+    x = uniq + "-rnd"
+    ch.exchange_declare(x, kind)
+    qs = [uniq + "-q%d" % i for i in range(4)]
+    for i, q in enumerate(qs):
+        ch.queue_declare(q)
+        ch.queue_bind(q, x, "ignored-%d" % i)
+    ch.confirm_delivery()
+    for i in range(2000):
+        ch.basic_publish(x, "any", b"m")
+    c = counts(ch, qs)
+    assert sum(c.values()) == 2000 and all(n > 300 for n in c.values()), c

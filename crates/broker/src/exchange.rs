@@ -21,6 +21,11 @@ pub enum ExchangeKind {
     /// `hash-property`) on a ring where each binding has as many points as its binding key, a
     /// weight, says. The same key always reaches the same queue while the bindings stay.
     ConsistentHash,
+    /// RabbitMQ 4's `x-local-random`: each message goes to one bound queue picked at random
+    /// (every queue is local on a single node); binding keys are ignored.
+    LocalRandom,
+    /// The random-exchange plugin's `x-random`: the same routing as `x-local-random`.
+    Random,
 }
 
 impl ExchangeKind {
@@ -32,6 +37,8 @@ impl ExchangeKind {
             "headers" => ExchangeKind::Headers,
             "x-delayed-message" => ExchangeKind::DelayedMessage,
             "x-consistent-hash" => ExchangeKind::ConsistentHash,
+            "x-local-random" => ExchangeKind::LocalRandom,
+            "x-random" => ExchangeKind::Random,
             _ => return None,
         })
     }
@@ -43,6 +50,8 @@ impl ExchangeKind {
             ExchangeKind::Headers => "headers",
             ExchangeKind::DelayedMessage => "x-delayed-message",
             ExchangeKind::ConsistentHash => "x-consistent-hash",
+            ExchangeKind::LocalRandom => "x-local-random",
+            ExchangeKind::Random => "x-random",
         }
     }
 }
@@ -245,6 +254,11 @@ impl Exchange {
             }
             // Needs the whole message (see `hash_key`); `Vhost::route` picks for these.
             ExchangeKind::ConsistentHash => {}
+            ExchangeKind::LocalRandom | ExchangeKind::Random => {
+                if !self.bindings.is_empty() {
+                    f(&self.bindings[random_below(self.bindings.len())].destination);
+                }
+            }
         }
     }
 }
@@ -274,6 +288,26 @@ pub const HASH_WEIGHT_MAX: u32 = 1000;
 /// A consistent-hash binding key: its weight, a whole number from 1 to [`HASH_WEIGHT_MAX`].
 pub fn hash_weight(key: &str) -> Option<u32> {
     key.trim().parse::<u32>().ok().filter(|w| (1..=HASH_WEIGHT_MAX).contains(w))
+}
+
+/// A uniform pick in 0..n from a per-thread xorshift generator seeded from the clock and the
+/// thread (random exchanges need spread, not secrecy).
+fn random_below(n: usize) -> usize {
+    use std::cell::Cell;
+    thread_local! {
+        static STATE: Cell<u64> = Cell::new({
+            let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+            mix(t ^ (&t as *const u64 as u64)) | 1
+        });
+    }
+    STATE.with(|s| {
+        let mut x = s.get();
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        s.set(x);
+        ((u128::from(x) * n as u128) >> 64) as usize
+    })
 }
 
 fn fnv1a(bytes: &[u8]) -> u64 {
@@ -329,6 +363,30 @@ mod hash_tests {
             let (a, b) = (x.pick_hashed(k.as_bytes()), y.pick_hashed(k.as_bytes()));
             assert!(a == b || b == Some(&Destination::Queue(4)), "{k}: {a:?} -> {b:?}");
         }
+    }
+
+    #[test]
+    fn random_exchanges_spread_over_every_binding() {
+        let mut x = Exchange::new("r", ExchangeKind::LocalRandom, false, false, false, FieldTable::new());
+        for q in 0..4 {
+            x.bind(Binding {
+                destination: Destination::Queue(q),
+                routing_key: String::new(),
+                arguments: FieldTable::new(),
+            });
+        }
+        let mut counts = [0u32; 4];
+        for _ in 0..4_000 {
+            let mut n = 0;
+            x.route_each("any", None, |d| {
+                n += 1;
+                if let Destination::Queue(q) = d {
+                    counts[*q as usize] += 1;
+                }
+            });
+            assert_eq!(n, 1, "exactly one destination per message");
+        }
+        assert!(counts.iter().all(|&c| c > 800), "{counts:?}");
     }
 
     #[test]

@@ -1007,7 +1007,8 @@ fn overview(node: &dyn Node, who: &Identity) -> ApiResult {
             .collect::<Vec<Value>>(),
         "exchange_types": [
             {"name": "direct"}, {"name": "fanout"}, {"name": "topic"}, {"name": "headers"},
-            {"name": "x-delayed-message"}, {"name": "x-consistent-hash"}
+            {"name": "x-delayed-message"}, {"name": "x-consistent-hash"},
+            {"name": "x-local-random"}, {"name": "x-random"}
         ],
     }))
 }
