@@ -255,3 +255,26 @@ def test_ttl_and_dead_letters_survive_kill_9(broker_factory, uniq):
     assert dead[1][0].headers["x-death"][0]["original-expiration"] == "1000"
     assert [b for _, b in drain(ch, plain_q)] == [b"marker"]
     assert msg_count(conn, ttl_q) == 0
+
+
+def test_quorum_and_stream_declarations_checked_as_rabbitmq(broker, connect, uniq):
+    """Warren serves quorum and stream queues as classic ones, but refuses what RabbitMQ refuses
+    for them (auto-delete, exclusive, non-durable, in that order) and reports the declared type."""
+    from admin_util import Api
+    conn = connect()
+    for kind in ("quorum", "stream"):
+        name = "%s-%s" % (uniq, kind)
+        for kw, prop in (({"durable": True, "auto_delete": True, "exclusive": True}, "auto-delete"),
+                         ({"durable": True, "exclusive": True}, "exclusive"),
+                         ({}, "non-durable")):
+            ch = conn.channel()
+            with pytest.raises(pe.ChannelClosedByBroker) as e:
+                ch.queue_declare(name, arguments={"x-queue-type": kind}, **kw)
+            assert e.value.reply_code == 406
+            assert e.value.reply_text == "PRECONDITION_FAILED - invalid property '%s' for queue '%s' in vhost '/'" % (
+                prop, name)
+        ch = conn.channel()
+        ch.queue_declare(name, durable=True, arguments={"x-queue-type": kind})
+        q = Api(broker).ok("GET", "/queues/%2F/" + name)
+        assert q["type"] == kind and q["members"] == [q["node"]]
+        ch.queue_delete(name)

@@ -1262,6 +1262,25 @@ impl Broker {
                     )));
                 }
                 validate_queue_arguments(&m.arguments, &name, &vhost_name)?;
+                if let Some("quorum" | "stream") = m.arguments.get("x-queue-type").and_then(|v| v.as_str()) {
+                    // RabbitMQ compat: replicated queue types are durable, shared and lasting;
+                    // its checks, in its order. (Warren serves them as classic queues.)
+                    let bad = |p: &str| {
+                        AmqpError::precondition_failed(format!(
+                            "invalid property '{p}' for {}",
+                            queue_desc(&name, &vhost_name)
+                        ))
+                    };
+                    if m.auto_delete {
+                        return Err(bad("auto-delete"));
+                    }
+                    if m.exclusive {
+                        return Err(bad("exclusive"));
+                    }
+                    if !m.durable {
+                        return Err(bad("non-durable"));
+                    }
+                }
                 self.check_queue_limit(&vhost_name, &name)?;
                 let id = self.next_queue_id;
                 self.next_queue_id += 1;

@@ -146,7 +146,7 @@ pub fn queue(b: &Broker, node: &str, q: &Queue) -> Value {
         "arguments": field_table(&q.arguments),
         "node": node,
         "state": "running",
-        "type": "classic",
+        "type": queue_type(q),
         "messages": ready + unacked,
         "messages_ready": ready,
         "messages_unacknowledged": unacked,
@@ -162,6 +162,12 @@ pub fn queue(b: &Broker, node: &str, q: &Queue) -> Value {
     });
     if let (Some(owner), Some(o)) = (owner, v.as_object_mut()) {
         o.insert("owner_pid_details".into(), json!({"name": owner}));
+    }
+    if let (true, Some(o)) = (queue_type(q) != "classic", v.as_object_mut()) {
+        // Replicated types list their replicas: on a single node, this node alone.
+        o.insert("leader".into(), json!(node));
+        o.insert("members".into(), json!([node]));
+        o.insert("online".into(), json!([node]));
     }
     v
 }
@@ -470,5 +476,15 @@ mod tests {
         let with_args = properties_key("k", &t);
         assert!(with_args.starts_with("k~") && with_args.len() > 2);
         assert_eq!(with_args, properties_key("k", &t), "stable");
+    }
+}
+
+/// The declared `x-queue-type` (Warren serves every type as a classic queue; see
+/// docs/conformance.md), "classic" without one.
+fn queue_type(q: &broker::queue::Queue) -> &'static str {
+    match q.arguments.get("x-queue-type").and_then(|v| v.as_str()) {
+        Some("quorum") => "quorum",
+        Some("stream") => "stream",
+        _ => "classic",
     }
 }
