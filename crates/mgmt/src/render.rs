@@ -460,6 +460,16 @@ pub fn policy(p: &broker::policy::Policy) -> Value {
     })
 }
 
+/// The declared `x-queue-type` (Warren serves every type as a classic queue; see
+/// docs/conformance.md), "classic" without one.
+fn queue_type(q: &broker::queue::Queue) -> &'static str {
+    match q.arguments.get("x-queue-type").and_then(|v| v.as_str()) {
+        Some("quorum") => "quorum",
+        Some("stream") => "stream",
+        _ => "classic",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -476,15 +486,5 @@ mod tests {
         let with_args = properties_key("k", &t);
         assert!(with_args.starts_with("k~") && with_args.len() > 2);
         assert_eq!(with_args, properties_key("k", &t), "stable");
-    }
-}
-
-/// The declared `x-queue-type` (Warren serves every type as a classic queue; see
-/// docs/conformance.md), "classic" without one.
-fn queue_type(q: &broker::queue::Queue) -> &'static str {
-    match q.arguments.get("x-queue-type").and_then(|v| v.as_str()) {
-        Some("quorum") => "quorum",
-        Some("stream") => "stream",
-        _ => "classic",
     }
 }
