@@ -84,8 +84,9 @@ pub struct Exchange {
     pub bindings: Vec<Binding>,
     /// Direct exchanges: routing key → indexes into `bindings`.
     direct_index: HashMap<String, Vec<usize>>,
-    /// Consistent-hash exchanges: (point, index into `bindings`), sorted by point.
-    hash_ring: Vec<(u64, usize)>,
+    /// Consistent-hash exchanges: one bucket per unit of weight, in binding order, each the
+    /// index of its binding in `bindings`.
+    hash_buckets: Vec<usize>,
     /// `alternate-exchange` from the policy in force (the argument wins over it).
     pub policy_alternate: Option<String>,
     /// Messages published into it and copies routed out of it, counted while routing (which
@@ -123,7 +124,7 @@ impl Exchange {
             arguments,
             bindings: Vec::new(),
             direct_index: HashMap::default(),
-            hash_ring: Vec::new(),
+            hash_buckets: Vec::new(),
             policy_alternate: None,
             published_in: Default::default(),
             published_out: Default::default(),
@@ -169,39 +170,30 @@ impl Exchange {
 
     fn reindex(&mut self) {
         self.direct_index.clear();
-        self.hash_ring.clear();
+        self.hash_buckets.clear();
         if self.routing == ExchangeKind::Direct {
             for (i, b) in self.bindings.iter().enumerate() {
                 self.direct_index.entry(b.routing_key.clone()).or_default().push(i);
             }
         }
         if self.routing == ExchangeKind::ConsistentHash {
+            // As RabbitMQ's plugin: a binding's weight is its number of buckets; a key's bucket
+            // is a jump consistent hash over them, so shares follow the weights exactly (in
+            // expectation) and a binding added last takes keys only from the others' buckets.
             for (i, b) in self.bindings.iter().enumerate() {
                 let weight = hash_weight(&b.routing_key).unwrap_or(1);
-                // Points depend on the destination (and the key), not on binding order, so a
-                // binding added or removed moves only its own share of the keys.
-                let id = match &b.destination {
-                    Destination::Queue(q) => format!("q{q}/{}", b.routing_key),
-                    Destination::Exchange(e) => format!("x{e}/{}", b.routing_key),
-                };
-                let base = fnv1a(id.as_bytes());
-                for j in 0..weight {
-                    self.hash_ring.push((mix(base ^ u64::from(j).wrapping_mul(0x9e37_79b9_7f4a_7c15)), i));
-                }
+                self.hash_buckets.extend(std::iter::repeat_n(i, weight as usize));
             }
-            self.hash_ring.sort_unstable();
         }
     }
 
     /// Consistent-hash exchanges: the destination for the message whose hash key is `key`.
     pub fn pick_hashed(&self, key: &[u8]) -> Option<&Destination> {
-        if self.hash_ring.is_empty() {
+        if self.hash_buckets.is_empty() {
             return None;
         }
-        let h = mix(fnv1a(key));
-        let i = self.hash_ring.partition_point(|&(p, _)| p < h);
-        let (_, b) = self.hash_ring[if i == self.hash_ring.len() { 0 } else { i }];
-        Some(&self.bindings[b].destination)
+        let bucket = jump_hash(mix(fnv1a(key)), self.hash_buckets.len());
+        Some(&self.bindings[self.hash_buckets[bucket]].destination)
     }
 
     /// Consistent-hash exchanges: what a message is hashed on (its routing key, the header
@@ -310,6 +302,18 @@ fn random_below(n: usize) -> usize {
     })
 }
 
+/// Lamping and Veach's jump consistent hash: a bucket in 0..n for `key`; growing n to n + 1
+/// moves only the keys that go to the new bucket.
+fn jump_hash(mut key: u64, n: usize) -> usize {
+    let (mut b, mut j): (i64, i64) = (-1, 0);
+    while j < n as i64 {
+        b = j;
+        key = key.wrapping_mul(2_862_933_555_777_941_757).wrapping_add(1);
+        j = ((b + 1) as f64 * ((1u64 << 31) as f64 / ((key >> 33) + 1) as f64)) as i64;
+    }
+    b as usize
+}
+
 fn fnv1a(bytes: &[u8]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for &b in bytes {
@@ -352,9 +356,18 @@ mod hash_tests {
                 other => panic!("{other:?}"),
             }
         }
-        // Weight 20 takes about half; 10 a quarter each (loose bounds: a ring of 40 points).
-        assert!(counts[3] > 14_000 && counts[3] < 26_000, "{counts:?}");
-        assert!(counts[1] > 5_000 && counts[2] > 5_000, "{counts:?}");
+        // Weight 20 takes half, 10 a quarter each.
+        assert!(counts[3] > 19_000 && counts[3] < 21_000, "{counts:?}");
+        assert!(counts[1] > 9_000 && counts[1] < 11_000 && counts[2] > 9_000 && counts[2] < 11_000, "{counts:?}");
+        // Weights 1, 1, 2 (few buckets) keep the same shares.
+        let small = ring(&[(1, 1), (2, 1), (3, 2)]);
+        let mut c = [0u32; 4];
+        for i in 0..40_000 {
+            if let Some(Destination::Queue(q)) = small.pick_hashed(format!("key-{i}").as_bytes()) {
+                c[*q as usize] += 1;
+            }
+        }
+        assert!(c[3] > 19_000 && c[1] > 9_000 && c[2] > 9_000, "{c:?}");
         assert_eq!(x.pick_hashed(b"same"), x.pick_hashed(b"same"));
         // Adding a binding moves only keys that now land on it.
         let y = ring(&[(1, 10), (2, 10), (3, 20), (4, 10)]);
