@@ -97,3 +97,21 @@ def test_trace_of_consumer_deliveries_and_other_vhosts(node):
     r = ctl(node, "trace_on", "-p", "nope")
     assert r.returncode == 65, (r.stdout, r.stderr)
     conn.close()
+
+
+def test_a_delayed_publish_is_traced_when_published(node):
+    conn = node.connect()
+    ch = conn.channel()
+    tq = ch.queue_declare("", exclusive=True).method.queue
+    ch.queue_bind(tq, "amq.rabbitmq.trace", "#")
+    ch.exchange_declare("later", "x-delayed-message", arguments={"x-delayed-type": "direct"})
+    ch.queue_declare("late")
+    ch.queue_bind("late", "later", "k")
+    assert ctl(node, "trace_on").returncode == 0
+    ch.basic_publish("later", "k", b"soon", pika.BasicProperties(headers={"x-delay": 300}))
+    first = wait_for(5, lambda: drain(ch, tq))
+    assert [(t[0], t[1]["routed_queues"]) for t in first] == [("publish.later", [])], first
+    m = wait_for(5, lambda: ch.basic_get("late", auto_ack=True)[0])
+    assert m is not None
+    assert [t[0] for t in wait_for(5, lambda: drain(ch, tq))] == ["deliver.late"]
+    conn.close()

@@ -1798,6 +1798,8 @@ impl Broker {
                 },
             );
         }
+        // Traced as published, whatever happens next (held by a delayed exchange included).
+        let traced = self.traces(vhost_name_owned.as_str(), &message).then(|| message.clone());
         let (jseq, refused) = match delayed {
             // Held until due; a mandatory message no queue would take now was returned above.
             Some((delay, durable, vhost)) if !(routed.is_empty() && mandatory) => {
@@ -1808,25 +1810,21 @@ impl Broker {
                 (self.hold_delayed(&vhost, durable, message, due), false)
             }
             Some(_) => (0, false),
-            None => {
-                let traced = self.traces(vhost_name_owned.as_str(), &message).then(|| message.clone());
-                let r = self.enqueue(&mut routed, message, fx);
-                if let Some(message) = traced {
-                    let names = routed.iter().filter_map(|q| self.queues.get(q)).map(|q| q.name.clone()).collect();
-                    self.pending_traces.push(trace::PendingTrace {
-                        deliver: false,
-                        vhost: vhost_name_owned.clone(),
-                        name: message.exchange.clone(),
-                        message,
-                        redelivered: false,
-                        conn,
-                        channel: ch,
-                        routed: names,
-                    });
-                }
-                r
-            }
+            None => self.enqueue(&mut routed, message, fx),
         };
+        if let Some(message) = traced {
+            let names = routed.iter().filter_map(|q| self.queues.get(q)).map(|q| q.name.clone()).collect();
+            self.pending_traces.push(trace::PendingTrace {
+                deliver: false,
+                vhost: vhost_name_owned,
+                name: message.exchange.clone(),
+                message,
+                redelivered: false,
+                conn,
+                channel: ch,
+                routed: names,
+            });
+        }
         self.route_buf = routed;
         if let Some(seq) = seq {
             if refused {
