@@ -34,6 +34,8 @@ const MSG_DONTWAIT: i32 = 0x40;
 /// posted even with `IOSQE_CQE_SKIP_SUCCESS`), and reports the bytes it did move.
 const MSG_WAITALL: i32 = 0x100;
 const EAGAIN: i32 = 11;
+/// `IORING_RECVSEND_POLL_FIRST`.
+const RECVSEND_POLL_FIRST: u16 = 1;
 
 const KIND_RECV: u64 = 0;
 const KIND_SEND: u64 = 1;
@@ -62,6 +64,10 @@ struct Sock {
     r_pos: usize,
     r_len: usize,
     r_inflight: bool,
+    /// The last receive left the socket empty (its completion lacked `IORING_CQE_F_SOCK_NONEMPTY`):
+    /// the next waits for data before trying (`IORING_RECVSEND_POLL_FIRST`), saving an attempt
+    /// that would find nothing.
+    r_drained: bool,
     r_eof: bool,
     r_err: Option<io::Error>,
     r_waker: Option<Waker>,
@@ -102,7 +108,7 @@ pub(crate) struct Reactor {
     wake_armed: bool,
     to_wake: Vec<Waker>,
     /// Completions being applied (kept between rounds for its capacity).
-    cqes: Vec<(u64, i32)>,
+    cqes: Vec<(u64, i32, u32)>,
 }
 
 impl Drop for Reactor {
@@ -170,6 +176,7 @@ impl Reactor {
             r_pos: 0,
             r_len: 0,
             r_inflight: false,
+            r_drained: false,
             r_eof: false,
             r_err: None,
             r_waker: None,
@@ -201,6 +208,8 @@ impl Reactor {
     }
 
     fn submit_recv(&mut self, id: SockId) {
+        // POLL_FIRST is as old as the kernels that pass the inline-send probe (5.19 against 6.0).
+        let poll_first_ok = self.inline_sends;
         let Some(s) = self.sock(id) else { return };
         if s.r_inflight || s.r_eof || s.r_err.is_some() || s.read_dropped {
             return;
@@ -214,6 +223,7 @@ impl Reactor {
         s.r_len = 0;
         s.r_inflight = true;
         let e = opcode::Recv::new(types::Fd(s.stream.as_raw_fd()), s.rbuf.as_mut_ptr(), s.rbuf.len() as u32)
+            .ioprio(if s.r_drained && poll_first_ok { RECVSEND_POLL_FIRST } else { 0 })
             .build()
             .user_data(user_data(KIND_RECV, id.slot, id.gen));
         // SAFETY: `rbuf` stays in the slot, unresized and unread, while `r_inflight`; the slot
@@ -444,8 +454,8 @@ impl Reactor {
     /// allocation once the buffers have grown to a round's size.
     pub(crate) fn reap(&mut self, wake: &mut Vec<Waker>) {
         let mut done = std::mem::take(&mut self.cqes);
-        done.extend(self.ring.completion().map(|c| (c.user_data(), c.result())));
-        for &(ud, res) in &done {
+        done.extend(self.ring.completion().map(|c| (c.user_data(), c.result(), c.flags())));
+        for &(ud, res, flags) in &done {
             let kind = ud >> 62;
             let id = SockId { slot: ((ud >> 32) as u32) & 0x3fff_ffff, gen: ud as u32 };
             match kind {
@@ -456,7 +466,7 @@ impl Reactor {
                     }
                 }
                 KIND_CANCEL => {}
-                KIND_RECV => self.recv_done(id, res),
+                KIND_RECV => self.recv_done(id, res, io_uring::cqueue::sock_nonempty(flags)),
                 _ => self.send_done(id, res),
             }
         }
@@ -478,9 +488,10 @@ impl Reactor {
         wake.append(&mut self.to_wake);
     }
 
-    fn recv_done(&mut self, id: SockId, res: i32) {
+    fn recv_done(&mut self, id: SockId, res: i32, nonempty: bool) {
         let Some(s) = self.sock(id) else { return };
         s.r_inflight = false;
+        s.r_drained = res > 0 && !nonempty;
         if s.read_dropped {
             self.release(id);
             return;
