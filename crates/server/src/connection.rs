@@ -816,11 +816,11 @@ impl Conn {
             if timer.deadline() > deadline || timer.is_elapsed() {
                 timer.as_mut().reset(deadline);
             }
+            // Biased (no random start, which cost a random number per read), with the rare
+            // branches first so that a client that never stops sending cannot starve them.
             tokio::select! {
-                r = reader.read_more() => match r {
-                    Ok(()) => last_read = tokio::time::Instant::now(),
-                    Err(e) => return Err(e),
-                },
+                biased;
+                _ = &mut shutdown, if !shutting_down => shutting_down = true,
                 _ = &mut timer => {
                     if tokio::time::Instant::now() >= deadline {
                         if self.closing_since.is_some() {
@@ -829,7 +829,10 @@ impl Conn {
                         return Err(format!("missed heartbeats from client, timeout: {}s", heartbeat_secs));
                     }
                 }
-                _ = &mut shutdown, if !shutting_down => shutting_down = true,
+                r = reader.read_more() => match r {
+                    Ok(()) => last_read = tokio::time::Instant::now(),
+                    Err(e) => return Err(e),
+                },
             }
         }
     }
@@ -1151,6 +1154,7 @@ async fn writer_loop<W: AsyncWrite + Unpin>(w: Writer, mut wr: W, frame_max: u32
     let heartbeat = tokio::time::sleep(idle);
     tokio::pin!(heartbeat);
     let mut last_write = tokio::time::Instant::now();
+    let uring_thread = uring::on_io_thread();
     loop {
         w.outbox.take(&mut items);
         if items.is_empty() {
@@ -1158,12 +1162,17 @@ async fn writer_loop<W: AsyncWrite + Unpin>(w: Writer, mut wr: W, frame_max: u32
                 break;
             }
             tokio::select! {
+                biased;
                 _ = w.outbox.wait() => {
                     // Let the tasks already woken add more before we take the batch: under load
                     // this turns one write per delivery into one write per many. Unlike
                     // `yield_now`, this does not poll the I/O driver first, which at low rates
-                    // cost an extra epoll_wait per delivery.
-                    YieldOnce(false).await;
+                    // cost an extra epoll_wait per delivery. On an io thread writes are
+                    // buffered until every ready task has run anyway, so there it would only
+                    // cost a second poll of this task per delivery.
+                    if !uring_thread {
+                        YieldOnce(false).await;
+                    }
                     continue;
                 }
                 _ = &mut heartbeat => {

@@ -77,19 +77,13 @@ impl Shared {
         }
         let boxes = self.outboxes.lock();
         let mut it = fx.out.drain(..).peekable();
-        // Group runs for the same connection into one outbox push.
+        // Each run for the same connection goes into its outbox under one lock, with one wake.
         while let Some((conn, first)) = it.next() {
-            let mut batch = vec![first];
-            while let Some((c, _)) = it.peek() {
-                if *c != conn {
-                    break;
-                }
-                if let Some((_, o)) = it.next() {
-                    batch.push(o);
-                }
-            }
-            if let Some(b) = boxes.get(&conn) {
-                b.extend(batch);
+            let run =
+                std::iter::once(first).chain(std::iter::from_fn(|| it.next_if(|(c, _)| *c == conn).map(|(_, o)| o)));
+            match boxes.get(&conn) {
+                Some(b) => b.extend(run),
+                None => run.for_each(drop),
             }
         }
     }
