@@ -133,13 +133,13 @@ pub struct Config {
     #[arg(long, default_value_t = 0)]
     pub worker_threads: usize,
 
-    /// How plain AMQP connections do their I/O. `epoll` (the default): on the tokio runtime.
-    /// `uring` (experimental): on io threads (as many as worker threads) that sleep in
-    /// io_uring, one system call per round of sends, receives and waiting; faster with
-    /// publisher confirms, slower with many connections (docs/benchmarks.md). `auto`: uring
-    /// when the kernel allows it (a container's seccomp filter may not), else epoll. AMQPS
-    /// always uses the runtime.
-    #[arg(long, value_enum, default_value_t = IoEngine::Epoll, env = "WARREN_IO_ENGINE")]
+    /// How plain AMQP connections do their I/O. `auto` (the default): uring when the kernel
+    /// allows it (a container's seccomp filter or `kernel.io_uring_disabled` may not), else
+    /// epoll. `uring`: on io threads (as many as worker threads) that sleep in io_uring, one
+    /// system call per round of sends, receives and waiting; fails to start without io_uring.
+    /// `epoll`: on the tokio runtime. uring used as much or less CPU per message than epoll in
+    /// every benchmark scenario (docs/benchmarks.md). AMQPS always uses the runtime.
+    #[arg(long, value_enum, default_value_t = IoEngine::Auto, env = "WARREN_IO_ENGINE")]
     pub io_engine: IoEngine,
 
     /// Port of the HTTP management API (RabbitMQ's 15672); 0 picks a free port (reported in the
