@@ -50,6 +50,25 @@ def test_kombu_fanout_broadcast(broker, uniq):
     assert got == ["ping"] * 3
 
 
+def test_py_amqp_queue_delete_on_the_consuming_channel(broker, uniq):
+    """py-amqp (kombu's transport) deletes a queue from the channel that consumes from it: it
+    waits for queue.delete-ok and raises if the server's basic.cancel comes first, as kombu's
+    integration tests found; RabbitMQ answers delete-ok first. The cancel still follows."""
+    import amqp
+
+    conn = amqp.Connection("127.0.0.1:%d" % broker.port, userid="guest", password="guest")
+    conn.connect()
+    try:
+        ch = conn.channel()
+        ch.queue_declare(uniq)
+        ch.basic_consume(uniq, callback=lambda m: None)  # no on_cancel, as kombu's Consumer
+        ch.queue_delete(uniq)  # raised ConsumerCancelled when the cancel came first
+        with pytest.raises(amqp.exceptions.ConsumerCancelled):
+            conn.drain_events(timeout=5)
+    finally:
+        conn.close()
+
+
 def test_aio_pika_confirms_rpc_and_tx(broker, uniq):
     async def main():
         conn = await aio_pika.connect_robust(url(broker))

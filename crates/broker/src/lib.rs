@@ -334,6 +334,9 @@ pub struct ConnectionState {
     /// The (auth generation, exchange) of the last publish the permission check allowed (see
     /// `auth.rs`), so a stream of publishes to one exchange is checked once.
     pub publish_ok: std::cell::RefCell<Option<(u64, String)>>,
+    /// The client announced `consumer_cancel_notify`: it is told with basic.cancel when a queue
+    /// it consumes from goes away (true until `set_cancel_notify` says otherwise).
+    pub cancel_notify: bool,
 }
 
 /// The whole broker state of one node.
@@ -642,9 +645,19 @@ impl Broker {
                 exclusive_queues: Vec::new(),
                 credit,
                 publish_ok: Default::default(),
+                cancel_notify: true,
             },
         );
         Ok(())
+    }
+
+    /// Records whether the connection's client announced the `consumer_cancel_notify`
+    /// capability. RabbitMQ sends a server-initiated basic.cancel only to clients that did: one
+    /// that did not may not know the method.
+    pub fn set_cancel_notify(&mut self, conn: ConnectionId, yes: bool) {
+        if let Some(c) = self.connections.get_mut(&conn) {
+            c.cancel_notify = yes;
+        }
     }
 
     /// The connection's writer has room again: dispatch to its consumers.
@@ -1367,10 +1380,12 @@ impl Broker {
         if m.if_empty && q.ready_len() != 0 {
             return Err(AmqpError::precondition_failed(format!("{} not empty", queue_desc(&m.queue, &vhost_name))));
         }
-        let n = self.delete_queue_by_id(qid, fx);
+        // As RabbitMQ: delete-ok first, then the consumers' basic.cancel (a client waiting for
+        // delete-ok on a channel that consumes from the queue must not get the cancel first).
         if !m.nowait {
-            fx.reply(conn, ch, QueueDeleteOk { message_count: n as u32 });
+            fx.reply(conn, ch, QueueDeleteOk { message_count: q.ready_len() as u32 });
         }
+        self.delete_queue_by_id(qid, fx);
         Ok(())
     }
 
@@ -1406,7 +1421,9 @@ impl Broker {
             if let Some(chan) = self.channels.get_mut(&(c.conn, c.channel)) {
                 chan.consumers.remove(&c.tag);
                 // Spec ext (consumer_cancel_notify): tell the consumer its queue is gone.
-                fx.reply(c.conn, c.channel, BasicCancel { consumer_tag: c.tag.to_string(), nowait: true });
+                if self.connections.get(&c.conn).is_none_or(|s| s.cancel_notify) {
+                    fx.reply(c.conn, c.channel, BasicCancel { consumer_tag: c.tag.to_string(), nowait: true });
+                }
             }
         }
         q.ready_len()

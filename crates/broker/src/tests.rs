@@ -297,3 +297,51 @@ fn journal_replay_restores_durable_state() {
     let dx = &restored.vhosts["/"].exchanges["dx"];
     assert_eq!(dx.bindings.len(), 1, "only the durable binding comes back");
 }
+
+/// The methods of `fx`, as (connection, channel, method name), in order.
+fn method_names(fx: &mut Effects) -> Vec<(u64, u16, &'static str)> {
+    fx.out
+        .drain(..)
+        .filter_map(|(conn, o)| match o {
+            Outbound::Method { channel, method } => Some((conn, channel, method.name())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Proves that deleting a queue from the channel that consumes from it answers delete-ok before
+/// the consumer's basic.cancel, as RabbitMQ does (py-amqp raises if the cancel comes first).
+#[test]
+fn queue_delete_answers_before_cancelling_its_consumers() {
+    let (mut b, mut fx) = setup();
+    declare(&mut b, &mut fx, "q");
+    b.handle(
+        1,
+        1,
+        BasicConsume { queue: "q".into(), consumer_tag: "c".into(), ..Default::default() }.into(),
+        T0,
+        &mut fx,
+    )
+    .expect("consumes");
+    fx.out.clear();
+    b.handle(1, 1, QueueDelete { queue: "q".into(), ..Default::default() }.into(), T0, &mut fx).expect("deletes");
+    assert_eq!(method_names(&mut fx), vec![(1, 1, "queue.delete-ok"), (1, 1, "basic.cancel")]);
+}
+
+/// Proves a client that did not announce `consumer_cancel_notify` gets no basic.cancel when its
+/// queue is deleted (RabbitMQ's rule), while one that did gets it.
+#[test]
+fn queue_deletion_cancels_only_consumers_that_asked_to_be_told() {
+    let (mut b, mut fx) = setup();
+    b.connection_open(2, "/", "guest", WriteCredit::new(1 << 30)).expect("opens");
+    b.channel_open(2, 1);
+    b.set_cancel_notify(2, false);
+    declare(&mut b, &mut fx, "q");
+    for conn in [1, 2] {
+        let consume = BasicConsume { queue: "q".into(), consumer_tag: format!("c{conn}"), ..Default::default() };
+        b.handle(conn, 1, consume.into(), T0, &mut fx).expect("consumes");
+    }
+    fx.out.clear();
+    b.handle(1, 1, QueueDelete { queue: "q".into(), ..Default::default() }.into(), T0, &mut fx).expect("deletes");
+    assert_eq!(method_names(&mut fx), vec![(1, 1, "queue.delete-ok"), (1, 1, "basic.cancel")]);
+}

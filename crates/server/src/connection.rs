@@ -409,7 +409,8 @@ async fn handshake<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
         let mut broker = shared.broker.lock();
         let opened = broker
             .check_vhost_access(&user, &open.virtual_host)
-            .and_then(|()| broker.connection_open(id, &open.virtual_host, &user, credit.clone()));
+            .and_then(|()| broker.connection_open(id, &open.virtual_host, &user, credit.clone()))
+            .map(|()| broker.set_cancel_notify(id, capability(&start_ok.client_properties, "consumer_cancel_notify")));
         if let Err(e) = opened {
             return Err(End::from_amqp(e, 10, 40));
         }
@@ -433,11 +434,16 @@ async fn handshake<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
         );
     }
     write_frames(wr, &[(0, ConnectionOpenOk { known_hosts: String::new() }.into())]).await?;
-    let blocked_capable = match start_ok.client_properties.get("capabilities") {
-        Some(FieldValue::Table(caps)) => caps.get("connection.blocked").and_then(FieldValue::as_bool).unwrap_or(false),
-        _ => false,
-    };
+    let blocked_capable = capability(&start_ok.client_properties, "connection.blocked");
     Ok(Negotiated { frame_max, channel_max, heartbeat_secs: tune_ok.heartbeat, user, credit, blocked_capable })
+}
+
+/// Whether the client's start-ok properties announce `name` among their capabilities.
+fn capability(client_properties: &FieldTable, name: &str) -> bool {
+    match client_properties.get("capabilities") {
+        Some(FieldValue::Table(caps)) => caps.get(name).and_then(FieldValue::as_bool).unwrap_or(false),
+        _ => false,
+    }
 }
 
 fn unexpected_in_handshake(expected: &str, got: &Frame) -> End {
