@@ -81,6 +81,10 @@ pub struct Channel {
     /// The deadline of this channel's live entry in the broker's ack timers (`ack_timeout.rs`);
     /// `u64::MAX` when it has none.
     pub ack_timer_ms: u64,
+    /// The queue this channel declared last: what an empty queue name means in queue.bind,
+    /// queue.unbind, queue.purge, queue.delete, basic.consume and basic.get (RabbitMQ's
+    /// shortcut; aioamqp's tests rely on it).
+    pub last_queue: Option<String>,
 }
 
 impl Channel {

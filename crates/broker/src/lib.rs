@@ -767,6 +767,7 @@ impl Broker {
     }
 
     fn handle_inner(&mut self, conn: ConnectionId, ch: u16, method: Method, fx: &mut Effects) -> Result<()> {
+        let method = self.expand_queue_shortcut(conn, ch, method)?;
         if self.auth.initialized {
             self.authorize(conn, &method)?;
         }
@@ -986,6 +987,10 @@ impl Broker {
         let vhost_name = self.vhost_of(conn)?.to_owned();
         let vhost = self.vhosts.get_mut(&vhost_name).ok_or_else(|| no_exchange(&m.exchange, &vhost_name))?;
         if m.passive {
+            if m.exchange.is_empty() {
+                // As RabbitMQ: the default exchange is off limits to passive declares too.
+                return Err(AmqpError::access_refused("operation not permitted on the default exchange"));
+            }
             if !vhost.exchanges.contains_key(&m.exchange) {
                 return Err(no_exchange(&m.exchange, &vhost_name));
             }
@@ -1325,10 +1330,46 @@ impl Broker {
         };
         // RabbitMQ compat: declaring a queue, passively too, renews its x-expires lease.
         self.touch_unused(qid);
+        if let Some(c) = self.channels.get_mut(&(conn, ch)) {
+            c.last_queue = Some(name.clone());
+        }
         if !m.nowait {
             fx.reply(conn, ch, QueueDeclareOk { queue: name, message_count, consumer_count });
         }
         Ok(())
+    }
+
+    /// RabbitMQ's shortcut: an empty queue name means the queue the channel declared last (404
+    /// when it declared none), and in queue.bind and queue.unbind an empty routing key with it
+    /// means that queue's name.
+    fn expand_queue_shortcut(&self, conn: ConnectionId, ch: u16, mut method: Method) -> Result<Method> {
+        let last = || {
+            self.channels
+                .get(&(conn, ch))
+                .and_then(|c| c.last_queue.clone())
+                .ok_or_else(|| AmqpError::not_found("no previously declared queue"))
+        };
+        match &mut method {
+            Method::QueueBind(QueueBind { queue, routing_key, .. })
+            | Method::QueueUnbind(QueueUnbind { queue, routing_key, .. })
+                if queue.is_empty() =>
+            {
+                *queue = last()?;
+                if routing_key.is_empty() {
+                    routing_key.clone_from(queue);
+                }
+            }
+            Method::QueuePurge(QueuePurge { queue, .. })
+            | Method::QueueDelete(QueueDelete { queue, .. })
+            | Method::BasicConsume(BasicConsume { queue, .. })
+            | Method::BasicGet(BasicGet { queue, .. })
+                if queue.is_empty() =>
+            {
+                *queue = last()?;
+            }
+            _ => {}
+        }
+        Ok(method)
     }
 
     fn queue_bind(

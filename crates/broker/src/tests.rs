@@ -345,3 +345,42 @@ fn queue_deletion_cancels_only_consumers_that_asked_to_be_told() {
     b.handle(1, 1, QueueDelete { queue: "q".into(), ..Default::default() }.into(), T0, &mut fx).expect("deletes");
     assert_eq!(method_names(&mut fx), vec![(1, 1, "queue.delete-ok"), (1, 1, "basic.cancel")]);
 }
+
+/// Proves RabbitMQ's empty-name shortcut: "" means the channel's last declared queue in
+/// basic.consume, basic.get, queue.bind (with the routing key defaulting to the queue's name),
+/// queue.purge and queue.delete; with no queue declared on the channel it is 404.
+#[test]
+fn empty_queue_name_means_the_last_declared_queue() {
+    let (mut b, mut fx) = setup();
+    let e = b.handle(1, 1, BasicGet { queue: "".into(), ..Default::default() }.into(), T0, &mut fx).expect_err("404");
+    assert_eq!(e.code, amqp_codec::reply::NOT_FOUND);
+    assert_eq!(e.reply_text(), "NOT_FOUND - no previously declared queue");
+    b.channel_open(1, 2);
+    declare(&mut b, &mut fx, "q");
+    let bind = QueueBind { queue: "".into(), exchange: "amq.direct".into(), ..Default::default() };
+    b.handle(1, 1, bind.into(), T0, &mut fx).expect("binds q with routing key q");
+    let m = Message::with_properties("amq.direct", "q", &BasicProperties::default(), Bytes::from_static(b"x"));
+    b.publish(1, 1, PublishFlags::default(), m, T0, &mut fx).expect("publishes");
+    assert_eq!(b.queue("/", "q").expect("q").ready_len(), 1, "routed by the binding made with \"\"");
+    fx.out.clear();
+    b.handle(1, 1, QueuePurge { queue: "".into(), ..Default::default() }.into(), T0, &mut fx).expect("purges q");
+    assert_eq!(method_names(&mut fx), vec![(1, 1, "queue.purge-ok")]);
+    let consume = BasicConsume { queue: "".into(), consumer_tag: "c".into(), ..Default::default() };
+    b.handle(1, 1, consume.into(), T0, &mut fx).expect("consumes q");
+    assert_eq!(b.queue("/", "q").expect("q").consumers.len(), 1);
+    // Another channel declared nothing: its "" is still 404.
+    let e =
+        b.handle(1, 2, QueueDelete { queue: "".into(), ..Default::default() }.into(), T0, &mut fx).expect_err("404");
+    assert_eq!(e.code, amqp_codec::reply::NOT_FOUND);
+    b.handle(1, 1, QueueDelete { queue: "".into(), ..Default::default() }.into(), T0, &mut fx).expect("deletes q");
+    assert!(b.queue("/", "q").is_none());
+}
+
+/// Proves a passive exchange.declare of the default exchange is 403, as RabbitMQ.
+#[test]
+fn passive_declare_of_the_default_exchange_is_refused() {
+    let (mut b, mut fx) = setup();
+    let m = ExchangeDeclare { exchange: "".into(), passive: true, ..Default::default() };
+    let e = b.handle(1, 1, m.into(), T0, &mut fx).expect_err("403");
+    assert_eq!(e.code, amqp_codec::reply::ACCESS_REFUSED);
+}

@@ -135,6 +135,16 @@ pub fn exchange(b: &Broker, vhost: &str, x: &Exchange) -> Value {
 pub fn queue(b: &Broker, node: &str, q: &Queue) -> Value {
     let ready = q.ready_len() as u64;
     let unacked = q.unacked_count as u64;
+    let unacked_bytes: usize = if unacked == 0 {
+        0
+    } else {
+        b.channels
+            .values()
+            .flat_map(|c| c.unacked.iter())
+            .filter(|u| u.queue == q.id)
+            .map(|u| u.entry.message.body.len())
+            .sum()
+    };
     let owner = q.exclusive_owner.and_then(|c| b.connection_meta(c)).map(|m| m.name.clone());
     let (policy, operator_policy) = b.queue_policies(q);
     let mut v = json!({
@@ -150,7 +160,9 @@ pub fn queue(b: &Broker, node: &str, q: &Queue) -> Value {
         "messages": ready + unacked,
         "messages_ready": ready,
         "messages_unacknowledged": unacked,
+        "message_bytes": q.ready.bytes() + unacked_bytes,
         "message_bytes_ready": q.ready.bytes(),
+        "message_bytes_unacknowledged": unacked_bytes,
         "consumers": q.consumers.len(),
         "consumer_capacity": q.capacity.value(!q.consumers.is_empty()),
         "consumer_utilisation": q.capacity.value(!q.consumers.is_empty()),

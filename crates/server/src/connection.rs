@@ -291,7 +291,8 @@ async fn handshake<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
     while reader.buf.len() < 8 {
         reader.read_more().await.map_err(End::Io)?;
     }
-    if &reader.buf[..8] != PROTOCOL_HEADER {
+    // RabbitMQ compat: the 0-9 header (`AMQP 1 1 0 9`, sent by aioamqp) is served as 0-9-1.
+    if &reader.buf[..8] != PROTOCOL_HEADER && &reader.buf[..8] != b"AMQP\x01\x01\x00\x09" {
         // Spec: answer a bad protocol header with the header we speak, then close.
         let _ = async {
             wr.write_all(PROTOCOL_HEADER).await?;
@@ -319,14 +320,24 @@ async fn handshake<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
         Frame::Method { channel: 0, method: Method::ConnectionStartOk(m) } => m,
         other => return Err(unexpected_in_handshake("connection.start-ok", &other)),
     };
-    let refused = |mech: &str| End::Hard {
-        code: ACCESS_REFUSED,
-        text: text(
-            ACCESS_REFUSED,
-            format!("Login was refused using authentication mechanism {mech}. For details see the broker logfile."),
-        ),
-        class_id: 0,
-        method_id: 0,
+    // As RabbitMQ: a refused login is answered with connection.close 403 only when the client
+    // announced `authentication_failure_close`; other clients (aioamqp, old ones) would take
+    // the close for the connection.tune they wait for, so they just see the socket close.
+    let failure_close = capability(&start_ok.client_properties, "authentication_failure_close");
+    let auth_fail = move |end: End| match end {
+        End::Hard { text, .. } if !failure_close => End::Io(text),
+        end => end,
+    };
+    let refused = |mech: &str| {
+        auth_fail(End::Hard {
+            code: ACCESS_REFUSED,
+            text: text(
+                ACCESS_REFUSED,
+                format!("Login was refused using authentication mechanism {mech}. For details see the broker logfile."),
+            ),
+            class_id: 0,
+            method_id: 0,
+        })
     };
     let external = start_ok.mechanism == "EXTERNAL" && cert_user.is_some();
     if start_ok.mechanism != "PLAIN" && start_ok.mechanism != "AMQPLAIN" && !external {
@@ -356,10 +367,10 @@ async fn handshake<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
         Err(broker::auth::LoginError::LoopbackOnly) => {
             tracing::warn!("user '{user}' can only connect via localhost (peer {peer})");
             // RabbitMQ compat: RabbitMQ logs this reason and sends its generic text; we say it.
-            return Err(End::hard(
+            return Err(auth_fail(End::hard(
                 ACCESS_REFUSED,
                 text(ACCESS_REFUSED, format!("user '{user}' can only connect via localhost")),
-            ));
+            )));
         }
         Err(broker::auth::LoginError::Refused) => {
             tracing::warn!("user '{user}' failed to authenticate with {}", start_ok.mechanism);

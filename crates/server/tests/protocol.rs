@@ -138,6 +138,30 @@ fn bad_password_is_access_refused() {
     );
 }
 
+/// Proves a client that does not announce `authentication_failure_close` gets no connection.close
+/// for a wrong password, only a closed socket (RabbitMQ's rule: aioamqp would take the close for
+/// the connection.tune it waits for).
+#[test]
+fn bad_password_without_failure_close_capability_just_closes() {
+    let server = Server::start();
+    let mut c = connect(&server);
+    c.start_with(PROTOCOL_HEADER, "PLAIN", &raw::plain("guest", "wrong"), FieldTable::new()).expect("start");
+    c.expect_closed(REPLY).expect("socket closed, with no frame first");
+}
+
+/// Proves the AMQP 0-9 protocol header (`AMQP 1 1 0 9`, which aioamqp sends) is served as
+/// 0-9-1, as RabbitMQ does.
+#[test]
+fn amqp_0_9_header_is_served_as_0_9_1() {
+    let server = Server::start();
+    let mut c = connect(&server);
+    let start = c.start_with(b"AMQP\x01\x01\x00\x09", "PLAIN", &raw::plain("guest", "guest"), FieldTable::new());
+    assert_eq!(start.map(|s| (s.version_major, s.version_minor)).expect("connection.start"), (0, 9));
+    c.tune(raw::echo_tune).expect("tune");
+    c.open("/").expect("open");
+    c.open_channel(1).expect("channel");
+}
+
 /// Proves AMQPLAIN logins work (response: a LOGIN/PASSWORD table without its length prefix) and a
 /// wrong AMQPLAIN password is refused naming that mechanism.
 #[test]

@@ -189,15 +189,32 @@ impl RawClient {
         }
     }
 
-    /// Sends the protocol header, reads connection.start and answers start-ok with `mechanism`.
+    /// Sends the protocol header, reads connection.start and answers start-ok with `mechanism`,
+    /// announcing the capabilities modern clients do (`authentication_failure_close`,
+    /// `consumer_cancel_notify`).
     pub fn start(&mut self, mechanism: &str, response: &[u8]) -> Result<ConnectionStart> {
-        self.send_raw(PROTOCOL_HEADER)?;
+        let mut capabilities = FieldTable::new();
+        capabilities.insert("authentication_failure_close", FieldValue::Bool(true));
+        capabilities.insert("consumer_cancel_notify", FieldValue::Bool(true));
+        self.start_with(PROTOCOL_HEADER, mechanism, response, capabilities)
+    }
+
+    /// [`RawClient::start`] with another protocol `header` and `capabilities`.
+    pub fn start_with(
+        &mut self,
+        header: &[u8],
+        mechanism: &str,
+        response: &[u8],
+        capabilities: FieldTable,
+    ) -> Result<ConnectionStart> {
+        self.send_raw(header)?;
         let start = match self.recv_method(HANDSHAKE_STEP)? {
             (0, Method::ConnectionStart(s)) => s,
             other => bail!("expected connection.start, got {other:?}"),
         };
         let mut client_properties = FieldTable::new();
         client_properties.insert("product", "warren-testkit raw client".into());
+        client_properties.insert("capabilities", FieldValue::Table(capabilities));
         let start_ok = ConnectionStartOk {
             client_properties,
             mechanism: mechanism.into(),
