@@ -91,6 +91,9 @@ def test_queue_lifecycle_publish_get_purge(api, connection, uniq):
     assert len(got) == 1 and got[0]["payload"] == "hello" and got[0]["properties"]["headers"] == {"h": 1}
     assert got[0]["payload_encoding"] == "string" and got[0]["routing_key"] == uniq
     assert wait_for(5, lambda: api.ok("GET", path)["messages"] == 1)
+    qj = api.ok("GET", path)
+    # aioamqp's tests read message_bytes (ready + unacknowledged body bytes), as RabbitMQ has it.
+    assert (qj["message_bytes"], qj["message_bytes_ready"], qj["message_bytes_unacknowledged"]) == (5, 5, 0)
     assert api.delete(path + "/contents").status_code == 204
     assert api.ok("GET", path)["messages"] == 0
     assert api.delete(path + "?if-empty=true").status_code == 204
