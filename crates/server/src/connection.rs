@@ -936,10 +936,16 @@ impl Conn {
         match self.channels.get_mut(&ch) {
             None => {
                 if let Method::ChannelOpen(_) = method {
-                    if ch > self.channel_max {
+                    // As RabbitMQ: channel_max bounds how many channels are open at once, not
+                    // their numbers (aiormq opens channel 65535).
+                    let open = self.channels.len();
+                    if self.channel_max != 0 && open >= usize::from(self.channel_max) {
                         return Err(hard(
                             NOT_ALLOWED,
-                            format!("channel number {ch} exceeds the negotiated channel_max ({})", self.channel_max),
+                            format!(
+                                "number of channels opened ({open}) has reached the negotiated channel_max ({})",
+                                self.channel_max
+                            ),
                         ));
                     }
                     let broker = lazy.get();

@@ -365,15 +365,23 @@ fn second_channel_open_is_channel_error() {
     assert_eq!(close.reply_text, "CHANNEL_ERROR - second 'channel.open' seen");
 }
 
-/// Proves channel ids are bounded by the channel_max the client negotiated (10 here): channel 10
-/// opens, channel 11 gets connection.close 530 NOT_ALLOWED.
+/// Proves the channel_max the client negotiated (10 here) bounds how many channels are open at
+/// once, as RabbitMQ: any channel number opens (65535 included) until 10 are open, and the 11th
+/// gets connection.close 530 NOT_ALLOWED.
 #[test]
-fn channel_above_channel_max_is_not_allowed() {
+fn channels_beyond_channel_max_are_not_allowed() {
     let server = Server::start();
     let mut c = logged_in_tuned(&server, |t| ConnectionTuneOk { channel_max: 10, ..raw::echo_tune(t) });
-    c.open_channel(10).expect("channel 10 = channel_max");
+    c.open_channel(65535).expect("channel 65535");
+    for n in 1..=9 {
+        c.open_channel(n).expect("channels up to channel_max");
+    }
     c.send_method(11, ChannelOpen::default()).expect("send");
-    expect_connection_close(&mut c, NOT_ALLOWED);
+    let close = expect_connection_close(&mut c, NOT_ALLOWED);
+    assert_eq!(
+        close.reply_text,
+        "NOT_ALLOWED - number of channels opened (10) has reached the negotiated channel_max (10)"
+    );
 }
 
 /// Proves a content header with no basic.publish before it gets connection.close 505.
