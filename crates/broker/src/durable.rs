@@ -33,6 +33,14 @@ pub struct RecoveryStats {
     pub damaged_regions: usize,
 }
 
+struct Kick(Box<dyn Fn() + Send>);
+
+impl std::fmt::Debug for Kick {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Kick")
+    }
+}
+
 #[derive(Debug)]
 pub struct StoreJournal {
     messages: Log,
@@ -53,6 +61,8 @@ pub struct StoreJournal {
     head: BytesMut,
     /// Ack-log records appended since the last sync.
     acks_dirty: bool,
+    /// Wakes the syncer when `acks_dirty` turns true (see `Journal::set_kick`).
+    kick: Option<Kick>,
     /// Location of the latest published message record (see `Journal::last_location`).
     last_location: Option<u64>,
     /// Size of the definitions log right after its last compaction (0: none since opening).
@@ -193,6 +203,7 @@ impl StoreJournal {
             failed: None,
             head: BytesMut::new(),
             acks_dirty: false,
+            kick: None,
             last_location: None,
             definitions_compacted_bytes: 0,
             definitions_compaction_min_bytes: DEFINITIONS_COMPACTION_MIN_BYTES,
@@ -279,7 +290,12 @@ impl StoreJournal {
     fn ack_record(&mut self, kind: u8, queue: QueueId, msg_id: MessageId) {
         let Some(seg) = self.segment_for(msg_id) else { return };
         let payload = encode_ack(queue, msg_id, seg);
-        self.acks_dirty = true;
+        if !self.acks_dirty {
+            self.acks_dirty = true;
+            if let Some(kick) = &self.kick {
+                (kick.0)();
+            }
+        }
         match self.acks.append(kind, &[&payload]) {
             Ok(id) => {
                 self.ack_refs.entry(id.segment).or_default().insert(seg);
@@ -484,6 +500,14 @@ impl Journal for StoreJournal {
 
     fn begin_sync(&mut self, force: bool) -> Option<Box<dyn SyncJob>> {
         self.start_sync(force)
+    }
+
+    fn idle(&self) -> bool {
+        !self.needs_sync() && !self.acks_dirty && self.messages.pending_removals() + self.acks.pending_removals() == 0
+    }
+
+    fn set_kick(&mut self, kick: Box<dyn Fn() + Send>) {
+        self.kick = Some(Kick(kick));
     }
 
     fn sync_failed(&mut self, error: &str) {

@@ -198,6 +198,17 @@ pub trait Journal: Send + std::fmt::Debug {
     fn sync_failed(&mut self, error: &str) {
         let _ = error;
     }
+    /// True when even a forced `begin_sync` would find nothing to do, so the syncer may sleep
+    /// until `kick` is called rather than look again periodically.
+    fn idle(&self) -> bool {
+        true
+    }
+    /// Sets what to call when the journal stops being idle by other means than a publish (the
+    /// broker's callers wake the syncer for those themselves): the first ack record since the
+    /// last sync. Called with the broker lock held; it must not take it.
+    fn set_kick(&mut self, kick: Box<dyn Fn() + Send>) {
+        let _ = kick;
+    }
 }
 
 /// The fsync part of a group commit, run off the broker lock.

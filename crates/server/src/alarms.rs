@@ -55,9 +55,53 @@ fn meminfo_total_bytes() -> Option<u64> {
 
 /// The process's resident memory in bytes.
 pub fn rss_bytes() -> Option<u64> {
-    let text = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = text.lines().find(|l| l.starts_with("VmRSS:"))?;
-    Some(line.split_whitespace().nth(1)?.parse::<u64>().ok()? * 1024)
+    rss_from_statm(&std::fs::read_to_string("/proc/self/statm").ok()?)
+}
+
+/// Resident bytes from `/proc/self/statm` ("size resident shared ..." in pages): a short line,
+/// much cheaper for the kernel to produce than `/proc/self/status`.
+fn rss_from_statm(text: &str) -> Option<u64> {
+    let pages: u64 = text.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * page_size())
+}
+
+fn page_size() -> u64 {
+    static PAGE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *PAGE.get_or_init(|| nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE).ok().flatten().unwrap_or(4096) as u64)
+}
+
+/// The monitor's readers: files opened once and read again in place, so a check costs no path
+/// lookups (it runs twice a second for the life of the process).
+struct Probes {
+    statm: Option<std::fs::File>,
+    dir: Option<std::fs::File>,
+    buf: Vec<u8>,
+}
+
+impl Probes {
+    fn open(dir: &Path) -> Self {
+        Probes {
+            statm: std::fs::File::open("/proc/self/statm").ok(),
+            dir: std::fs::File::open(dir).ok(),
+            buf: vec![0; 256],
+        }
+    }
+
+    fn rss(&mut self) -> Option<u64> {
+        use std::os::unix::fs::FileExt;
+        let n = self.statm.as_ref()?.read_at(&mut self.buf, 0).ok()?;
+        rss_from_statm(std::str::from_utf8(&self.buf[..n]).ok()?)
+    }
+
+    fn disk_free(&self, dir: &Path) -> Option<u64> {
+        match &self.dir {
+            Some(f) => {
+                let s = nix::sys::statvfs::fstatvfs(f).ok()?;
+                Some(s.blocks_available() as u64 * s.fragment_size() as u64)
+            }
+            None => disk_free_bytes(dir),
+        }
+    }
 }
 
 /// The thresholds in force: set from the flags at start, changed at run time by
@@ -123,11 +167,12 @@ impl Limits {
 /// Checks the resources every `CHECK_INTERVAL` and publishes changes, logging each transition.
 pub async fn monitor(dir: std::path::PathBuf, limits: Arc<Limits>, tx: watch::Sender<Alarms>) {
     let mut ticker = tokio::time::interval(CHECK_INTERVAL);
+    let mut probes = Probes::open(&dir);
     loop {
         ticker.tick().await;
         let (disk_free_limit, memory_limit) = (limits.disk_free_limit(), limits.memory_limit());
-        let free = disk_free_bytes(&dir);
-        let rss = rss_bytes();
+        let free = probes.disk_free(&dir);
+        let rss = probes.rss();
         let now =
             Alarms { disk: free.is_some_and(|f| f < disk_free_limit), memory: rss.is_some_and(|r| r > memory_limit) };
         let before = *tx.borrow();
@@ -157,5 +202,32 @@ pub async fn monitor(dir: std::path::PathBuf, limits: Arc<Limits>, tx: watch::Se
                 return;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statm_resident_pages() {
+        assert_eq!(rss_from_statm("1000 25 10 1 0 300 0\n"), Some(25 * page_size()));
+        assert_eq!(rss_from_statm("garbage"), None);
+        assert_eq!(rss_from_statm(""), None);
+    }
+
+    #[test]
+    fn probes_read_again_in_place() {
+        let dir = std::env::temp_dir();
+        let mut p = Probes::open(&dir);
+        let a = p.rss().expect("rss");
+        // Touch 8 MiB so the second reading must differ: the file is re-read, not cached.
+        let v = vec![1u8; 8 << 20];
+        let b = p.rss().expect("rss again");
+        assert!(b >= a + (6 << 20), "{a} then {b}");
+        assert!(v.iter().all(|&x| x == 1));
+        let free = p.disk_free(&dir).expect("disk free");
+        assert!(free > 0);
+        assert_eq!(Some(free).map(|f| f > 0), disk_free_bytes(&dir).map(|f| f > 0));
     }
 }

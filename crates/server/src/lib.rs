@@ -40,7 +40,7 @@ pub struct Shared {
     /// The thresholds of those alarms (changed at run time by warrenctl).
     pub limits: Arc<alarms::Limits>,
     /// Set and signalled when the journal has appends waiting for the syncer.
-    sync_signal: (std::sync::Mutex<bool>, std::sync::Condvar),
+    sync_signal: Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>,
     /// Wakes the ticker when the broker set a deadline earlier than the one it sleeps until.
     tick_wake: (std::sync::Mutex<bool>, std::sync::Condvar),
     /// False after `warrenctl stop_app`: new AMQP connections are refused until `start_app`.
@@ -50,9 +50,7 @@ pub struct Shared {
 impl Shared {
     /// Tells the syncer the journal has something to sync.
     pub fn wake_syncer(&self) {
-        let (lock, cvar) = &self.sync_signal;
-        *lock.lock().unwrap_or_else(|e| e.into_inner()) = true;
-        cvar.notify_one();
+        signal(&self.sync_signal);
     }
 
     /// Tells the ticker to look at the broker's deadlines again.
@@ -292,6 +290,14 @@ pub async fn run(
     let (alarm_tx, alarm_rx) = watch::channel(alarms::Alarms::default());
     let limits = Arc::new(alarms::Limits::new(config.disk_free_limit, config.vm_memory_high_watermark));
     tokio::spawn(alarms::monitor(config.data_dir.clone(), limits.clone(), alarm_tx));
+    let sync_signal = Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new()));
+    let mut broker = broker;
+    {
+        // The first ack after a sync wakes the syncer, which otherwise sleeps while the journal
+        // is idle (publishes wake it themselves).
+        let s = sync_signal.clone();
+        broker.journal_mut().set_kick(Box::new(move || signal(&s)));
+    }
     let shared = Arc::new(Shared {
         alarms: alarm_rx,
         limits,
@@ -301,7 +307,7 @@ pub async fn run(
         next_connection_id: AtomicU64::new(0),
         connection_count: AtomicUsize::new(0),
         shutdown: shutdown.clone(),
-        sync_signal: (std::sync::Mutex::new(false), std::sync::Condvar::new()),
+        sync_signal,
         tick_wake: (std::sync::Mutex::new(false), std::sync::Condvar::new()),
         app_running: std::sync::atomic::AtomicBool::new(true),
     });
@@ -395,6 +401,12 @@ pub async fn run(
     Ok(())
 }
 
+fn signal(s: &(std::sync::Mutex<bool>, std::sync::Condvar)) {
+    let (lock, cvar) = s;
+    *lock.lock().unwrap_or_else(|e| e.into_inner()) = true;
+    cvar.notify_one();
+}
+
 /// The broker's clock: milliseconds since the Unix epoch. Wall-clock time, because deadlines of
 /// persistent messages are kept across restarts as absolute times and x-death `time` is a
 /// timestamp; the broker never lets its own time go back.
@@ -470,10 +482,6 @@ fn ticker(shared: &Shared) {
 /// Longest an acknowledgement waits in memory before it is synced to the ack log.
 const ACK_SYNC_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
 
-/// How long the syncer sleeps when nobody wakes it (readers wake it whenever they journal a
-/// publish; the wake-up flag is kept under a mutex, so none is missed).
-const SYNC_IDLE_WAIT: std::time::Duration = ACK_SYNC_INTERVAL;
-
 /// The group-commit loop: takes whatever the journal holds, fsyncs it (the job runs without the
 /// broker lock when the journal supports it), then releases the publisher confirms waiting for it.
 /// Many publishers share one fsync; a confirm waits at most one fsync plus the one in progress.
@@ -517,10 +525,22 @@ fn syncer(shared: &Shared) {
             }
             None if stopping => return,
             None => {
-                let (lock, cvar) = &shared.sync_signal;
+                // Acks not yet synced: look again when they are due. Nothing at all: sleep until
+                // woken (readers wake it when they journal a publish, the journal's kick on the
+                // first ack since a sync; the flag is kept under a mutex, so none is missed).
+                // An idle broker's syncer never wakes.
+                let idle = shared.broker.lock().journal_mut().idle();
+                let (lock, cvar) = &*shared.sync_signal;
                 let mut pending = lock.lock().unwrap_or_else(|e| e.into_inner());
                 if !*pending {
-                    pending = cvar.wait_timeout(pending, SYNC_IDLE_WAIT).unwrap_or_else(|e| e.into_inner()).0;
+                    pending = if idle {
+                        cvar.wait(pending).unwrap_or_else(|e| e.into_inner())
+                    } else {
+                        let due = ACK_SYNC_INTERVAL.saturating_sub(last_forced.elapsed());
+                        cvar.wait_timeout(pending, due.max(std::time::Duration::from_millis(1)))
+                            .unwrap_or_else(|e| e.into_inner())
+                            .0
+                    };
                 }
                 *pending = false;
             }

@@ -36,6 +36,8 @@ const MSG_WAITALL: i32 = 0x100;
 const EAGAIN: i32 = 11;
 /// `IORING_RECVSEND_POLL_FIRST`.
 const RECVSEND_POLL_FIRST: u16 = 1;
+/// `IORING_ENTER_REGISTERED_RING`: the descriptor argument is a registered ring's index.
+const ENTER_REGISTERED_RING: u32 = 1 << 4;
 
 const KIND_RECV: u64 = 0;
 const KIND_SEND: u64 = 1;
@@ -89,6 +91,9 @@ struct Sock {
 
 pub(crate) struct Reactor {
     ring: IoUring,
+    /// The ring's index among this thread's registered rings (`IORING_REGISTER_RING_FDS`), so
+    /// that `io_uring_enter` skips looking its descriptor up; None where registering failed.
+    ring_index: Option<u32>,
     socks: Vec<Option<Sock>>,
     free: Vec<u32>,
     next_gen: u32,
@@ -123,9 +128,11 @@ impl Drop for Reactor {
 
 impl Reactor {
     pub(crate) fn new(wake_rx: std::os::unix::net::UnixStream) -> io::Result<Self> {
-        let ring = IoUring::builder().setup_single_issuer().setup_coop_taskrun().build(1024)?;
+        let ring = new_ring(1024)?;
+        let ring_index = register_ring(&ring);
         Ok(Reactor {
             ring,
+            ring_index,
             socks: Vec::new(),
             free: Vec::new(),
             next_gen: 1,
@@ -140,6 +147,16 @@ impl Reactor {
             to_wake: Vec::new(),
             cqes: Vec::new(),
         })
+    }
+
+    #[cfg(test)]
+    pub(crate) fn ring_index(&self) -> Option<u32> {
+        self.ring_index
+    }
+
+    #[cfg(test)]
+    pub(crate) fn wake_armed(&self) -> bool {
+        self.wake_armed
     }
 
     /// Queues `entry`; when the submission queue is full, submits what it holds first.
@@ -434,7 +451,19 @@ impl Reactor {
     /// could not tell a short send from a whole one.
     pub(crate) fn wait(&mut self, block: bool) {
         self.arm_wake();
-        let result = if block { self.ring.submit_and_wait(1) } else { self.ring.submit() };
+        // A whole inline send posts no completion, so none would end the sleep for a task that
+        // waits on one (a writer past the send bound, a shutdown) while nothing else is coming
+        // (say it is not reading): then submit without sleeping; the reap completes the send
+        // and wakes the task.
+        let block = block
+            && !self.inline_pending.iter().any(|&(id, _)| {
+                self.socks
+                    .get(id.slot as usize)
+                    .and_then(Option::as_ref)
+                    .is_some_and(|s| s.gen == id.gen && s.w_waker.is_some())
+            });
+        let to_submit = self.ring.submission().len() as u32;
+        let result = self.enter(to_submit, block as u32);
         match result {
             Ok(_) => {}
             Err(e) if matches!(e.raw_os_error(), Some(4 /* EINTR */) | Some(16 /* EBUSY */)) => {}
@@ -447,6 +476,37 @@ impl Reactor {
         let submitted = self.pushed - self.ring.submission().len() as u64;
         let n = self.inline_pending.partition_point(|&(_, seq)| seq < submitted);
         self.inline_submitted.extend(self.inline_pending.drain(..n));
+    }
+
+    /// Submits `to_submit` entries and waits for `min_complete` completions. Always with
+    /// `GETEVENTS`, even when not waiting: it runs the ring's deferred task work (the completions
+    /// of receives whose data came in), which only an enter with it runs.
+    fn enter(&self, to_submit: u32, min_complete: u32) -> io::Result<()> {
+        let flags = io_uring::EnterFlags::GETEVENTS.bits();
+        match self.ring_index {
+            Some(index) => {
+                // SAFETY: no extended argument is passed (null, size 0); `index` is this
+                // thread's registration of this ring, made on this thread in `new`.
+                let r = unsafe {
+                    libc::syscall(
+                        libc::SYS_io_uring_enter,
+                        index,
+                        to_submit,
+                        min_complete,
+                        flags | ENTER_REGISTERED_RING,
+                        std::ptr::null::<u8>(),
+                        0usize,
+                    )
+                };
+                if r < 0 {
+                    Err(io::Error::last_os_error())
+                } else {
+                    Ok(())
+                }
+            }
+            // SAFETY: no extended argument is passed.
+            None => unsafe { self.ring.submitter().enter::<()>(to_submit, min_complete, flags, None) }.map(drop),
+        }
     }
 
     /// Applies every completion in the queue, then completes the inline sends that posted none
@@ -550,6 +610,37 @@ impl Reactor {
     }
 }
 
+/// A ring for one thread: only that thread submits, and the completion work the kernel defers
+/// runs when it next enters the ring (`IORING_SETUP_DEFER_TASKRUN`, Linux 6.1), not in an
+/// interrupt of whatever it is doing. Older kernels get cooperative task running (5.19).
+fn new_ring(entries: u32) -> io::Result<IoUring> {
+    match IoUring::builder().setup_single_issuer().setup_defer_taskrun().build(entries) {
+        Ok(r) => Ok(r),
+        Err(_) => IoUring::builder().setup_single_issuer().setup_coop_taskrun().build(entries),
+    }
+}
+
+/// Registers `ring`'s descriptor for the calling thread (`IORING_REGISTER_RING_FDS`, Linux
+/// 5.18) and returns its index, which `io_uring_enter` then takes instead of the descriptor.
+fn register_ring(ring: &IoUring) -> Option<u32> {
+    /// `struct io_uring_rsrc_update`.
+    #[repr(C)]
+    struct RsrcUpdate {
+        offset: u32,
+        resv: u32,
+        data: u64,
+    }
+    const REGISTER_RING_FDS: libc::c_long = 20;
+    // Any free index; the kernel writes the one it took into `offset`.
+    let mut up = RsrcUpdate { offset: u32::MAX, resv: 0, data: ring.as_raw_fd() as u64 };
+    // SAFETY: `up` is one valid `io_uring_rsrc_update`, which the kernel reads and writes back
+    // during the call only.
+    let r = unsafe {
+        libc::syscall(libc::SYS_io_uring_register, ring.as_raw_fd(), REGISTER_RING_FDS, &mut up as *mut RsrcUpdate, 1)
+    };
+    (r == 1).then_some(up.offset)
+}
+
 /// Whether this kernel handles inline sends as [`Reactor::wait`] relies on: a send with
 /// `MSG_DONTWAIT | MSG_WAITALL` and `IOSQE_CQE_SKIP_SUCCESS` completes during the submit that
 /// issues it; posts no completion when it went whole; posts the bytes it moved when it went in
@@ -582,7 +673,7 @@ fn probe_inline_sends() -> io::Result<bool> {
     // Small, so LEN bytes cannot go whole.
     socket2::SockRef::from(&tx).set_send_buffer_size(16 * 1024)?;
     rx.set_nonblocking(true)?;
-    let mut ring = IoUring::builder().setup_single_issuer().setup_coop_taskrun().build(8)?;
+    let mut ring = new_ring(8)?;
     // Submits one inline send of `len` bytes; returns the completion posted during the submit.
     let mut send = |len: usize| -> io::Result<Option<i32>> {
         let e = opcode::Send::new(types::Fd(tx.as_raw_fd()), buf.as_ptr(), len as u32)

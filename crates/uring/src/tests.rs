@@ -161,6 +161,30 @@ fn inline_sends_work_on_this_kernel() {
 }
 
 #[test]
+fn rings_are_registered_and_entered_by_index_on_this_kernel() {
+    if probe().is_err() {
+        eprintln!("io_uring unavailable here; skipped");
+        return;
+    }
+    // Two reactors on one thread: each ring gets its own index, and each is entered through it
+    // (a wake pipe's byte completes the wait). Where registering fails, rings are entered by
+    // descriptor, which costs a descriptor lookup per io_uring_enter: look at the kernel first.
+    let (rx1, tx1) = std::os::unix::net::UnixStream::pair().expect("pair");
+    let (rx2, tx2) = std::os::unix::net::UnixStream::pair().expect("pair");
+    let mut a = crate::reactor::Reactor::new(rx1).expect("reactor");
+    let mut b = crate::reactor::Reactor::new(rx2).expect("reactor");
+    let (ia, ib) = (a.ring_index(), b.ring_index());
+    assert!(ia.is_some() && ib.is_some() && ia != ib, "{ia:?} {ib:?}");
+    for (r, mut tx) in [(&mut a, &tx1), (&mut b, &tx2)] {
+        std::io::Write::write_all(&mut tx, &[1]).expect("wake byte");
+        r.wait(true);
+        let mut wakers = Vec::new();
+        r.reap(&mut wakers);
+        assert!(!r.wake_armed(), "the wake receive completed");
+    }
+}
+
+#[test]
 fn a_peer_that_stops_reading_does_not_hold_up_the_others() {
     if probe().is_err() {
         eprintln!("io_uring unavailable here; skipped");
@@ -195,4 +219,38 @@ fn a_peer_that_stops_reading_does_not_hold_up_the_others() {
     stalled.read_exact(&mut back).expect("the stalled peer's echo");
     t.join().expect("writer");
     assert!(back == expected, "the stalled peer's 8 MiB echo differs");
+}
+
+#[test]
+fn a_writer_over_the_send_bound_is_woken_when_a_whole_inline_send_completes() {
+    if probe().is_err() {
+        eprintln!("io_uring unavailable here; skipped");
+        return;
+    }
+    // The task writes a MiB, then one byte more, which waits for room (past the send bound);
+    // meanwhile it does not read, so only that send's completion can wake it. Once loopback's
+    // buffers have grown, the MiB goes whole inline and posts no completion: the thread must
+    // not sleep on the ring then.
+    const MIB: usize = 1024 * 1024;
+    let (_rt, io) = setup();
+    let (mut client, server) = pair();
+    client.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    io.spawn(async move {
+        let (mut rd, mut wr) = TcpStream::split(server).expect("split");
+        let block = vec![7u8; MIB];
+        let mut go = [0u8; 1];
+        for _ in 0..30 {
+            wr.write_all(&block).await.expect("write MiB");
+            wr.write_all(b"!").await.expect("write byte");
+            if rd.read(&mut go).await.expect("read go") == 0 {
+                return;
+            }
+        }
+    });
+    let mut back = vec![0u8; MIB + 1];
+    for round in 0..30 {
+        client.read_exact(&mut back).unwrap_or_else(|e| panic!("round {round}: {e}"));
+        assert_eq!(back[MIB], b'!');
+        client.write_all(b"g").expect("go");
+    }
 }
