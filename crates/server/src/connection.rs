@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::gated::Gated;
 use amqp_codec::frame::{write_body, write_deliver, write_header, write_heartbeat, write_method, FrameError};
 use amqp_codec::reply::{self, *};
 use amqp_codec::*;
@@ -699,14 +700,15 @@ impl Conn {
         // One wait for the shutdown signal for the connection's life (a new `changed()` future
         // per read registered and dropped a waker each time).
         let mut shutdown_rx = shared.shutdown.clone();
-        let shutdown = async move {
+        // Gated (see gated.rs), as is the timer: polled only after they wake the task, not on
+        // every read.
+        let mut shutdown = Gated::new(async move {
             while !*shutdown_rx.borrow_and_update() {
                 if shutdown_rx.changed().await.is_err() {
                     std::future::pending::<()>().await;
                 }
             }
-        };
-        tokio::pin!(shutdown);
+        });
         let mut shutting_down = false;
         let mut alarms = shared.alarms.clone();
         let idle_max = if heartbeat_secs == 0 { None } else { Some(Duration::from_secs(heartbeat_secs as u64 * 2)) };
@@ -714,8 +716,7 @@ impl Conn {
         let mut pressure = Vec::new();
         let mut journal_written = 0;
         let mut last_read = tokio::time::Instant::now();
-        let timer = tokio::time::sleep(Duration::from_secs(86_400));
-        tokio::pin!(timer);
+        let mut timer = Gated::new(tokio::time::sleep(Duration::from_secs(86_400)));
         loop {
             // Apply every complete frame under one lock acquisition.
             let mut end = None;
@@ -830,8 +831,8 @@ impl Conn {
                 (None, Some(d)) => last_read + d,
                 (None, None) => last_read + Duration::from_secs(86_400),
             };
-            if timer.deadline() > deadline || timer.is_elapsed() {
-                timer.as_mut().reset(deadline);
+            if timer.inner().deadline() > deadline || timer.inner().is_elapsed() {
+                timer.inner().reset(deadline);
             }
             // Biased (no random start, which cost a random number per read), with the rare
             // branches first so that a client that never stops sending cannot starve them.
@@ -1174,8 +1175,7 @@ async fn writer_loop<W: AsyncWrite + Unpin>(w: Writer, mut wr: W, frame_max: u32
     // notes its time, and the timer, on firing, sends a heartbeat only if nothing was written
     // for `idle` (else it re-arms for then). Moving a tokio timer per write cost about 800
     // instructions per message at low rates (callgrind, latency-1k).
-    let heartbeat = tokio::time::sleep(idle);
-    tokio::pin!(heartbeat);
+    let mut heartbeat = Gated::new(tokio::time::sleep(idle));
     let mut last_write = tokio::time::Instant::now();
     let uring_thread = uring::on_io_thread();
     loop {
@@ -1201,7 +1201,7 @@ async fn writer_loop<W: AsyncWrite + Unpin>(w: Writer, mut wr: W, frame_max: u32
                 _ = &mut heartbeat => {
                     let due = last_write + idle;
                     if tokio::time::Instant::now() < due {
-                        heartbeat.as_mut().reset(due);
+                        heartbeat.inner().reset(due);
                         continue;
                     }
                     write_heartbeat(&mut buf);
@@ -1226,8 +1226,8 @@ async fn writer_loop<W: AsyncWrite + Unpin>(w: Writer, mut wr: W, frame_max: u32
         }
         w.io.sent(buf.len());
         last_write = tokio::time::Instant::now();
-        if heartbeat.is_elapsed() {
-            heartbeat.as_mut().reset(last_write + idle);
+        if heartbeat.inner().is_elapsed() {
+            heartbeat.inner().reset(last_write + idle);
         }
         buf.clear();
         if buf.capacity() > 4 * 1024 * 1024 {

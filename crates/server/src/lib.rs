@@ -6,6 +6,7 @@ pub mod alarms;
 pub mod config;
 pub mod connection;
 pub mod control;
+mod gated;
 pub mod outbox;
 pub mod prometheus;
 pub mod tls;
