@@ -457,6 +457,26 @@ fn message_above_max_size_closes_channel_only() {
     assert_eq!(get_body(&mut c, 2, "sized").len(), 1000);
 }
 
+/// Proves a client with Nagle's algorithm on (as amqplib's default) gets connection.open-ok
+/// without waiting for a delayed ACK: it writes tune-ok and open back to back and holds open
+/// until tune-ok is ACKed, and tune-ok has no reply to carry that ACK. Without an immediate ACK
+/// the wait is the kernel's delayed-ACK timer, 40 ms or more; the best of five is far below.
+#[test]
+fn nagle_client_is_not_held_up_by_a_delayed_ack_in_the_handshake() {
+    let server = Server::start();
+    let mut best = Duration::MAX;
+    for _ in 0..5 {
+        let mut c = connect(&server);
+        c.set_nodelay(false).expect("nagle on");
+        c.start("PLAIN", &raw::plain("guest", "guest")).expect("start");
+        let t0 = Instant::now();
+        c.tune(raw::echo_tune).expect("tune");
+        c.open("/").expect("open");
+        best = best.min(t0.elapsed());
+    }
+    assert!(best < Duration::from_millis(20), "tune-ok to open-ok took at best {best:?}");
+}
+
 /// Proves that with heartbeat 1 s negotiated, a client that stays silent is disconnected after
 /// about two missed intervals: not at once, and within 3.5 s.
 #[test]

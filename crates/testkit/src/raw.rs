@@ -45,6 +45,11 @@ impl RawClient {
         })
     }
 
+    /// Turns Nagle's algorithm back on (`connect` turns it off), as some clients leave it.
+    pub fn set_nodelay(&mut self, on: bool) -> std::io::Result<()> {
+        self.stream.set_nodelay(on)
+    }
+
     /// Sends bytes exactly as given.
     pub fn send_raw(&mut self, bytes: &[u8]) -> std::io::Result<()> {
         self.stream.write_all(bytes)
