@@ -34,21 +34,18 @@ impl Outbox {
     }
 
     pub fn push(&self, o: Outbound) {
-        let waker = {
-            let mut s = self.state.lock();
-            s.items.push(o);
-            s.permit = true;
-            s.waker.take()
-        };
-        if let Some(w) = waker {
-            w.wake();
-        }
+        self.add(|items| items.push(o));
     }
 
     pub fn extend(&self, it: impl IntoIterator<Item = Outbound>) {
+        self.add(|items| items.extend(it));
+    }
+
+    /// Changes the items under the lock, sets the permit and wakes the writer if it waits.
+    fn add(&self, f: impl FnOnce(&mut Vec<Outbound>)) {
         let waker = {
             let mut s = self.state.lock();
-            s.items.extend(it);
+            f(&mut s.items);
             s.permit = true;
             s.waker.take()
         };
@@ -68,14 +65,7 @@ impl Outbox {
 
     /// Wakes the writer without queueing anything (e.g. to stop).
     pub fn wake(&self) {
-        let waker = {
-            let mut s = self.state.lock();
-            s.permit = true;
-            s.waker.take()
-        };
-        if let Some(w) = waker {
-            w.wake();
-        }
+        self.add(|_| {});
     }
 
     /// Completes once something was pushed or `wake` was called since the last wait completed
