@@ -1216,7 +1216,9 @@ async fn writer_loop<W: AsyncWrite + Unpin>(w: Writer, mut wr: W, frame_max: u32
     let idle = if heartbeat_secs == 0 {
         Duration::from_secs(86_400)
     } else {
-        Duration::from_secs((heartbeat_secs as u64).div_ceil(2))
+        // Half the interval in milliseconds, as RabbitMQ (`TimeoutSec * 1000 div 2`): 500 ms for
+        // a 1 s heartbeat, which clients that time out after one silent interval need.
+        Duration::from_millis(heartbeat_secs as u64 * 1000 / 2)
     };
     // One heartbeat timer for the connection's life, moved only when it fires, checking every
     // `idle` as RabbitMQ's heartbeat sender does: it sends a heartbeat if nothing else was
