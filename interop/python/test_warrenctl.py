@@ -421,3 +421,60 @@ def test_feature_flags_all_on(node):
     assert "Enabling all feature flags" in ok(node, "enable_feature_flag", "all")
     r = ctl(node, "enable_feature_flag", "khepri_db")
     assert r.returncode == 65 and "no feature flags" in r.stderr + r.stdout, (r.stdout, r.stderr)
+
+
+def test_cluster_name_and_global_parameters(broker_factory):
+    """set_cluster_name and the global parameter commands, as rabbitmqctl: the name reaches clients
+    in connection.start, the HTTP API and cluster_status, is exported with the definitions, and
+    it and the parameters survive a restart; clear and reset remove them."""
+    d = broker_factory.new_data_dir()
+    node = broker_factory.start(d)
+    api = Api(node)
+    default = api.ok("GET", "/cluster-name")["name"]
+    assert default.startswith("warren@"), default
+    conn = login(node, "guest", "guest")
+    assert conn._impl.server_properties["cluster_name"] in (default, default.encode())
+    conn.close()
+
+    assert ok(node, "set_cluster_name", "orders-cluster") == "Setting cluster name to orders-cluster ...\n"
+    ok(node, "set_global_parameter", "site", '{"region": "eu", "racks": [1, 2]}')
+    ok(node, "set_global_parameter", "scratch", "42")
+    assert ok(node, "clear_global_parameter", "scratch") == 'Clearing global runtime parameter "scratch" ...\n'
+    r = ctl(node, "clear_global_parameter", "scratch")
+    assert r.returncode == 65, (r.returncode, r.stderr)
+    r = ctl(node, "set_global_parameter", "bad", "{not json")
+    assert r.returncode == 65 and "could not parse JSON" in r.stderr
+
+    def check(n):
+        a = Api(n)
+        assert a.ok("GET", "/cluster-name") == {"name": "orders-cluster"}
+        assert a.ok("GET", "/overview")["cluster_name"] == "orders-cluster"
+        assert a.ok("GET", "/global-parameters/site") == {"name": "site", "value": {"region": "eu", "racks": [1, 2]}}
+        assert a.get("/global-parameters/scratch").status_code == 404
+        exported = {p["name"]: p["value"] for p in a.ok("GET", "/definitions")["global_parameters"]}
+        assert exported == {"cluster_name": "orders-cluster", "site": {"region": "eu", "racks": [1, 2]}}
+        assert "Cluster name: orders-cluster" in ok(n, "cluster_status")
+        assert json.loads(ok(n, "--formatter", "json", "cluster_status"))["cluster_name"] == "orders-cluster"
+        listed = ok(n, "-q", "list_global_parameters").splitlines()
+        assert 'cluster_name\t"orders-cluster"' in listed and any(l.startswith("site\t") for l in listed), listed
+        c = login(n, "guest", "guest")
+        assert c._impl.server_properties["cluster_name"] in ("orders-cluster", b"orders-cluster")
+        c.close()
+
+    check(node)
+    node.stop()
+    node = broker_factory.start(d)
+    check(node)
+
+    # The HTTP API: only administrators may change it, and a name must be a non-empty string.
+    ok(node, "add_user", "mon", "pw")
+    ok(node, "set_user_tags", "mon", "monitoring")
+    assert Api(node, "mon", "pw").put("/cluster-name", {"name": "x"}).status_code == 401
+    assert Api(node).put("/cluster-name", {"name": ""}).status_code == 400
+    assert Api(node).put("/global-parameters/new", {"value": [1]}).status_code == 201
+    assert Api(node).put("/global-parameters/new", {"value": [2]}).status_code == 204
+    ok(node, "stop_app")
+    ok(node, "reset")
+    ok(node, "start_app")
+    assert Api(node).ok("GET", "/global-parameters") == []
+    assert Api(node).ok("GET", "/cluster-name")["name"] == default

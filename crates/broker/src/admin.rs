@@ -169,6 +169,10 @@ impl Broker {
         for u in users {
             self.delete_user(&u, fx);
         }
+        let params: Vec<String> = self.global_parameters.keys().cloned().collect();
+        for p in params {
+            self.clear_global_parameter(&p);
+        }
         self.add_vhost("/");
     }
 }

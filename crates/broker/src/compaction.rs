@@ -30,6 +30,9 @@ impl Broker {
                 });
             }
         }
+        for (name, value) in &self.global_parameters {
+            out.push(Definition::GlobalParameter { name: name.clone(), value: value.clone() });
+        }
         for (vhost, l) in &self.vhost_limits {
             out.push(Definition::VhostLimits {
                 vhost: vhost.clone(),

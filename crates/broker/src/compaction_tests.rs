@@ -84,6 +84,10 @@ fn build(disk: &SimDisk) -> Broker {
     b.set_vhost_limits("v2", limits).expect("limits");
     let limits = crate::limits::UserLimits { max_connections: None, max_channels: Some(7) };
     b.set_user_limits("alice", limits).expect("limits");
+    b.set_global_parameter(crate::parameters::CLUSTER_NAME, "\"first\"").expect("parameter");
+    b.set_global_parameter(crate::parameters::CLUSTER_NAME, "\"kept\"").expect("parameter");
+    b.set_global_parameter("gone", "1").expect("parameter");
+    b.clear_global_parameter("gone");
     let mut ttl = FieldTable::new();
     ttl.insert("message-ttl", FieldValue::I32(60_000));
     b.set_policy("/", "ttl", "^kept$", "queues", 1, ttl.clone(), false, &mut Effects::default()).expect("policy");
@@ -233,4 +237,20 @@ fn any_suffix_of_the_history_then_the_snapshot_replays_to_the_same_state() {
         }
         assert_eq!(durable_state(&replayed).0, expected, "history from record {k} of {}", history.len());
     }
+}
+
+/// Proves global parameters (the cluster name among them) come back after a restart from the
+/// log as written, set, replaced and cleared, before any compaction.
+#[test]
+fn global_parameters_survive_a_restart() {
+    let disk = SimDisk::new();
+    let mut b = open(&disk);
+    b.set_global_parameter(crate::parameters::CLUSTER_NAME, "\"first\"").expect("parameter");
+    b.set_global_parameter(crate::parameters::CLUSTER_NAME, "\"second\"").expect("parameter");
+    b.set_global_parameter("gone", "1").expect("parameter");
+    assert!(b.clear_global_parameter("gone"));
+    sync(&mut b);
+    drop(b);
+    let b = open(&disk);
+    assert_eq!(b.global_parameters(), vec![(crate::parameters::CLUSTER_NAME.to_owned(), "\"second\"".to_owned())]);
 }

@@ -134,6 +134,14 @@ pub enum Definition {
         max_connections: Option<i64>,
         max_queues: Option<i64>,
     },
+    /// A global runtime parameter set (see `parameters.rs`); `value` is JSON text.
+    GlobalParameter {
+        name: String,
+        value: String,
+    },
+    GlobalParameterCleared {
+        name: String,
+    },
 }
 
 /// The broker's calls into durable storage. Appends are buffered; `written` numbers them.
@@ -444,6 +452,15 @@ pub fn encode_definition(d: &Definition) -> BytesMut {
                 t.insert("max-queues", FieldValue::I64(*n));
             }
         }
+        Definition::GlobalParameter { name, value } => {
+            t.insert("t", s("global-parameter"));
+            t.insert("name", s(name));
+            t.insert("value", s(value));
+        }
+        Definition::GlobalParameterCleared { name } => {
+            t.insert("t", s("global-parameter-cleared"));
+            t.insert("name", s(name));
+        }
     }
     let mut out = BytesMut::new();
     // Encoding a table of short keys cannot fail.
@@ -504,6 +521,8 @@ pub fn decode_definition(payload: &[u8]) -> Option<Definition> {
             max_connections: t.get("max-connections").and_then(FieldValue::as_i64),
             max_queues: t.get("max-queues").and_then(FieldValue::as_i64),
         },
+        "global-parameter" => Definition::GlobalParameter { name: s("name")?, value: s("value")? },
+        "global-parameter-cleared" => Definition::GlobalParameterCleared { name: s("name")? },
         "queue-id-floor" => Definition::QueueIdFloor { next: t.get("next").and_then(FieldValue::as_i64)? as u64 },
         other => return crate::auth::decode_definition(other, &t),
     })
@@ -557,6 +576,8 @@ mod tests {
                 routing_key: "a.#".into(),
                 arguments: FieldTable::new(),
             },
+            Definition::GlobalParameter { name: "cluster_name".into(), value: "\"c\"".into() },
+            Definition::GlobalParameterCleared { name: "cluster_name".into() },
         ];
         for d in defs {
             assert_eq!(decode_definition(&encode_definition(&d)), Some(d));

@@ -24,6 +24,7 @@ pub mod headers;
 pub mod journal;
 pub mod limits;
 pub mod message;
+pub mod parameters;
 pub mod policy;
 pub mod queue;
 pub mod stats;
@@ -380,6 +381,8 @@ pub struct Broker {
     policies: Vec<policy::Policy>,
     /// Vhosts' connection and queue limits, by vhost name (see `limits.rs`).
     vhost_limits: std::collections::BTreeMap<String, limits::VhostLimits>,
+    /// Global runtime parameters: name → JSON text (see `parameters.rs`).
+    global_parameters: std::collections::BTreeMap<String, String>,
     /// (deadline, connection, channel): acknowledgement timeouts (see `ack_timeout.rs`).
     ack_timers: BinaryHeap<Reverse<(u64, ConnectionId, u16)>>,
     /// Channels the broker closed, until the client's channel.close-ok.
@@ -506,6 +509,7 @@ impl Broker {
             dead_letters: VecDeque::new(),
             policies: Vec::new(),
             vhost_limits: Default::default(),
+            global_parameters: Default::default(),
             ack_timers: BinaryHeap::new(),
             server_closed: HashSet::new(),
             delayed: delayed::Delayed::default(),
@@ -2318,6 +2322,8 @@ impl Broker {
             Definition::VhostLimits { vhost, max_connections, max_queues } => {
                 self.restore_vhost_limits(&vhost, limits::VhostLimits { max_connections, max_queues })
             }
+            Definition::GlobalParameter { name, value } => self.restore_global_parameter(name, Some(value)),
+            Definition::GlobalParameterCleared { name } => self.restore_global_parameter(name, None),
             // Applied by `auth.apply` above.
             Definition::UserLimits { .. }
             | Definition::User { .. }

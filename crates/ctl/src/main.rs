@@ -202,6 +202,14 @@ const COMMANDS: &[Command] = &[
         about: "Starts message tracing (the firehose, amq.rabbitmq.trace)",
     },
     Command { name: "trace_off", args: "[-p <vhost>]", about: "Stops message tracing" },
+    Command { name: "set_cluster_name", args: "<name>", about: "Sets the cluster name" },
+    Command {
+        name: "set_global_parameter",
+        args: "<name> <value>",
+        about: "Sets a global runtime parameter (the value is JSON)",
+    },
+    Command { name: "clear_global_parameter", args: "<name>", about: "Clears a global runtime parameter" },
+    Command { name: "list_global_parameters", args: "", about: "Lists global runtime parameters" },
     Command {
         name: "list_feature_flags",
         args: "",
@@ -709,15 +717,17 @@ impl Ctl {
             "cluster_status" => {
                 self.need(0, 0)?;
                 let name = self.node_name()?;
+                let cluster = self.call("GET", "/cluster-name", None)?;
+                let cluster = cluster.get("name").and_then(Value::as_str).unwrap_or(&name).to_owned();
                 if self.args.json {
                     println!(
                         "{}",
-                        json!({"cluster_name": name, "disk_nodes": [name], "running_nodes": [name], "alarms": [], "partitions": {}})
+                        json!({"cluster_name": cluster, "disk_nodes": [name], "running_nodes": [name], "alarms": [], "partitions": {}})
                     );
                     return Ok(());
                 }
                 self.info(format!("Cluster status of node {name} ..."));
-                println!("Basics\n\nCluster name: {name}\n\nDisk Nodes\n\n{name}\n\nRunning Nodes\n\n{name}\n\nNetwork Partitions\n\n(none)\n\nAlarms\n\n(none)");
+                println!("Basics\n\nCluster name: {cluster}\n\nDisk Nodes\n\n{name}\n\nRunning Nodes\n\n{name}\n\nNetwork Partitions\n\n(none)\n\nAlarms\n\n(none)");
                 Ok(())
             }
             "ping" => {
@@ -1320,6 +1330,43 @@ impl Ctl {
                     .iter()
                     .map(|c| (c.to_string(), c.to_string()))
                     .collect();
+                self.table(items.as_array().map_or(&[], Vec::as_slice), &cols);
+                Ok(())
+            }
+            "set_cluster_name" => {
+                self.need(1, 1)?;
+                let name = self.pos(0);
+                self.info(format!("Setting cluster name to {name} ..."));
+                self.call("PUT", "/cluster-name", Some(json!({"name": name}))).map(|_| ())
+            }
+            "set_global_parameter" => {
+                self.need(2, 2)?;
+                let (name, value) = (self.pos(0), self.pos(1));
+                let parsed: Value = serde_json::from_str(value)
+                    .map_err(|e| Failure(EX_DATAERR, format!("could not parse JSON document: {e}")))?;
+                self.info(format!("Setting global runtime parameter \"{name}\" to \"{value}\" ..."));
+                let body = json!({"name": name, "value": parsed});
+                self.call("PUT", &format!("/global-parameters/{}", enc(name)), Some(body)).map(|_| ())
+            }
+            "clear_global_parameter" => {
+                self.need(1, 1)?;
+                let name = self.pos(0);
+                self.info(format!("Clearing global runtime parameter \"{name}\" ..."));
+                self.call("DELETE", &format!("/global-parameters/{}", enc(name)), None).map(|_| ())
+            }
+            "list_global_parameters" => {
+                self.need(0, 0)?;
+                self.info("Listing global runtime parameters ...".into());
+                let mut items = self.call("GET", "/global-parameters", None)?;
+                // As rabbitmqctl: a table shows each value as JSON text ("name" with its quotes).
+                if !self.args.json {
+                    for item in items.as_array_mut().into_iter().flatten() {
+                        let text = item["value"].to_string();
+                        item["value"] = Value::String(text);
+                    }
+                }
+                let cols: Vec<(String, String)> =
+                    ["name", "value"].iter().map(|c| (c.to_string(), c.to_string())).collect();
                 self.table(items.as_array().map_or(&[], Vec::as_slice), &cols);
                 Ok(())
             }

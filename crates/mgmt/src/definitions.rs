@@ -108,7 +108,14 @@ pub fn export(b: &Broker, vhost: Option<&str>) -> Value {
         );
         o.insert("permissions".into(), Value::Array(render::all_permissions(b)));
         o.insert("topic_permissions".into(), Value::Array(render::topic_permissions(b)));
-        o.insert("global_parameters".into(), json!([]));
+        let params: Vec<Value> = b
+            .global_parameters()
+            .into_iter()
+            .map(|(name, value)| {
+                json!({"name": name, "value": serde_json::from_str::<Value>(&value).unwrap_or(Value::Null)})
+            })
+            .collect();
+        o.insert("global_parameters".into(), Value::Array(params));
     }
     out
 }
@@ -146,6 +153,11 @@ pub fn import(node: &dyn Node, defs: &Map<String, Value>, only_vhost: Option<&st
         }
     };
     if only_vhost.is_none() {
+        for p in list(defs, "global_parameters")? {
+            let name = text(p, "name")?.to_owned();
+            let value = p.get("value").unwrap_or(&Value::Null).to_string();
+            with(node, |b, _| b.set_global_parameter(&name, &value)).map_err(ApiError::bad_request)?;
+        }
         for v in list(defs, "vhosts")? {
             let name = text(v, "name")?.to_owned();
             let (description, tags, dqt) = crate::routes::vhost_metadata(v.as_object().unwrap_or(&Map::new()));

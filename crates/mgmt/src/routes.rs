@@ -17,7 +17,57 @@ pub fn route(node: &dyn Node, r: &Req) -> ApiResult {
     match (&r.method, s.as_slice()) {
         (&M::GET, ["overview"]) => overview(node, who),
         (&M::GET, ["whoami"]) => ok_json(json!({"name": who.name, "tags": who.tags})),
-        (&M::GET, ["cluster-name"]) => ok_json(json!({"name": node.node_name()})),
+        (&M::GET, ["cluster-name"]) => ok_json(json!({"name": cluster_name(node)})),
+        (&M::PUT, ["cluster-name"]) => {
+            who.require_admin()?;
+            let name = match r.json()?.get("name") {
+                Some(Value::String(n)) if !n.is_empty() => n.clone(),
+                _ => return Err(ApiError::bad_request("name must be a non-empty string")),
+            };
+            let value = Value::String(name).to_string();
+            with(node, |b, _| b.set_global_parameter(broker::parameters::CLUSTER_NAME, &value))
+                .map_err(ApiError::bad_request)?;
+            no_content()
+        }
+
+        // ---- global parameters ----
+        (&M::GET, ["global-parameters"]) => {
+            who.require_admin()?;
+            let items = with(node, |b, _| b.global_parameters());
+            ok_json(Value::Array(items.iter().map(|(n, v)| global_parameter_json(n, v)).collect()))
+        }
+        (&M::GET, ["global-parameters", name]) => {
+            who.require_admin()?;
+            match with(node, |b, _| b.global_parameter(name).map(str::to_owned)) {
+                Some(v) => ok_json(global_parameter_json(name, &v)),
+                None => Err(ApiError::not_found()),
+            }
+        }
+        (&M::PUT, ["global-parameters", name]) => {
+            who.require_admin()?;
+            let value = match r.json()?.get("value") {
+                Some(v) => v.to_string(),
+                None => return Err(ApiError::bad_request("value is missing")),
+            };
+            let existed = with(node, |b, _| {
+                let existed = b.global_parameter(name).is_some();
+                b.set_global_parameter(name, &value).map(|()| existed)
+            })
+            .map_err(ApiError::bad_request)?;
+            if existed {
+                no_content()
+            } else {
+                created()
+            }
+        }
+        (&M::DELETE, ["global-parameters", name]) => {
+            who.require_admin()?;
+            if with(node, |b, _| b.clear_global_parameter(name)) {
+                no_content()
+            } else {
+                Err(ApiError::not_found())
+            }
+        }
         (&M::GET, ["nodes"]) => {
             who.require_monitor()?;
             list(r, vec![node_json(node)])
@@ -30,10 +80,7 @@ pub fn route(node: &dyn Node, r: &Req) -> ApiResult {
             ok_json(node_json(node))
         }
         // Features Warren does not have yet, listed empty so clients that walk them work.
-        (
-            &M::GET,
-            ["extensions" | "global-parameters" | "feature-flags" | "deprecated-features" | "federation-links"],
-        ) => ok_json(json!([])),
+        (&M::GET, ["extensions" | "feature-flags" | "deprecated-features" | "federation-links"]) => ok_json(json!([])),
         (&M::GET, ["parameters", ..] | ["auth", "attempts", ..] | ["shovels", ..]) => ok_json(json!([])),
 
         // ---- user limits ----
@@ -991,7 +1038,7 @@ fn overview(node: &dyn Node, who: &Identity) -> ApiResult {
         "product_name": "Warren",
         "product_version": env!("CARGO_PKG_VERSION"),
         "erlang_version": "none (Rust)",
-        "cluster_name": node.node_name(),
+        "cluster_name": cluster_name(node),
         "node": node.node_name(),
         "rates_mode": "basic",
         "object_totals": {"connections": conns, "channels": chans, "exchanges": xs, "queues": qs, "consumers": consumers},
@@ -1206,4 +1253,13 @@ fn node_control(node: &dyn Node, action: &str) -> ApiResult {
         }
         _ => Err(ApiError::not_found()),
     }
+}
+
+fn cluster_name(node: &dyn Node) -> String {
+    with(node, |b, _| b.cluster_name())
+}
+
+/// A global parameter as the API shows it: its value as JSON, not as text.
+fn global_parameter_json(name: &str, value: &str) -> Value {
+    json!({"name": name, "value": serde_json::from_str::<Value>(value).unwrap_or(Value::Null)})
 }

@@ -224,7 +224,7 @@ async fn write_frames<W: AsyncWrite + Unpin>(wr: &mut W, methods: &[(u16, Method
 /// The RabbitMQ version Warren reports to clients (and in the HTTP API).
 pub const RABBITMQ_COMPAT_VERSION: &str = "4.0.0";
 
-fn server_properties() -> FieldTable {
+fn server_properties(cluster_name: String) -> FieldTable {
     let mut caps = FieldTable::new();
     for c in [
         "publisher_confirms",
@@ -241,7 +241,7 @@ fn server_properties() -> FieldTable {
     }
     let mut p = FieldTable::new();
     p.insert("capabilities", FieldValue::Table(caps));
-    p.insert("cluster_name", "warren@localhost".into());
+    p.insert("cluster_name", FieldValue::LongStr(cluster_name.into()));
     p.insert("copyright", "Copyright (c) the Warren authors".into());
     p.insert(
         "information",
@@ -333,7 +333,8 @@ async fn handshake<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
     let start = ConnectionStart {
         version_major: 0,
         version_minor: 9,
-        server_properties: server_properties(),
+        // The cluster name (`warrenctl set_cluster_name`), else the node's name, as RabbitMQ.
+        server_properties: server_properties(shared.broker.lock().cluster_name()),
         // EXTERNAL only where a verified client certificate named a user (as RabbitMQ's plugin
         // offers it only on TLS connections with a peer certificate).
         mechanisms: Bytes::from_static(if cert_user.is_some() {
