@@ -2,11 +2,13 @@
 certificates made here with openssl); --tls-ca verifies client certificates, and with
 --tls-fail-if-no-peer-cert a client without one is refused. The management API shows ssl=true."""
 
+import re
 import ssl
 import subprocess
 
 import pika
 import pytest
+import requests
 
 from admin_util import Api
 from conftest import wait_for
@@ -203,3 +205,24 @@ def test_external_login_by_subject_alternative_name(broker_factory, pki):
         assert api.ok("GET", "/connections")[0]["user"] == user, extra
         conn.close()
         b.stop()
+
+
+def test_management_api_over_https(broker_factory, pki):
+    """--management-tls-port: the HTTP API and the console over HTTPS with the AMQPS certificate
+    (RabbitMQ's management.ssl), beside the plain HTTP port; plain HTTP on the HTTPS port gets no
+    answer."""
+    b = start(broker_factory, pki, "--management-tls-port", "0")
+    line = next(l for l in b.log if "listening:" in l)
+    port = int(re.search(r"mgmt_tls=\S*?:(\d+)", line).group(1))
+    assert port not in (b.port, b.tls_port, b.mgmt_port)
+    url = "https://localhost:%d" % port
+    r = requests.get(url + "/api/overview", auth=("guest", "guest"), verify=str(pki / "ca.pem"), timeout=10)
+    assert r.status_code == 200, r.text
+    listeners = {(l["protocol"], l["port"]) for l in r.json()["listeners"]}
+    assert ("https", port) in listeners and ("http", b.mgmt_port) in listeners, listeners
+    r = requests.get(url + "/api/overview", auth=("guest", "nope"), verify=str(pki / "ca.pem"), timeout=10)
+    assert r.status_code == 401
+    page = requests.get(url + "/", verify=str(pki / "ca.pem"), timeout=10)
+    assert page.status_code == 200 and "<html" in page.text.lower()
+    with pytest.raises(requests.exceptions.RequestException):
+        requests.get("http://127.0.0.1:%d/api/overview" % port, auth=("guest", "guest"), timeout=3)

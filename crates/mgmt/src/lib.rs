@@ -90,7 +90,12 @@ pub fn now_ms() -> u64 {
 }
 
 /// Serves the API on `listener` until `shutdown` turns true.
-pub async fn serve(listener: TcpListener, node: Arc<dyn Node>, mut shutdown: watch::Receiver<bool>) {
+pub async fn serve(
+    listener: TcpListener,
+    node: Arc<dyn Node>,
+    mut shutdown: watch::Receiver<bool>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) {
     let open = Arc::new(AtomicUsize::new(0));
     loop {
         tokio::select! {
@@ -103,7 +108,27 @@ pub async fn serve(listener: TcpListener, node: Arc<dyn Node>, mut shutdown: wat
                     open.fetch_add(1, Ordering::Relaxed);
                     let open = open.clone();
                     let node = node.clone();
+                    let tls = tls.clone();
                     tokio::spawn(async move {
+                        // HTTPS: the TLS handshake within the header timeout, then the same API.
+                        let stream: Box<dyn Io> = match tls {
+                            None => Box::new(stream),
+                            Some(acceptor) => {
+                                match tokio::time::timeout(HEADER_READ_TIMEOUT, acceptor.accept(stream)).await {
+                                    Ok(Ok(s)) => Box::new(s),
+                                    Ok(Err(e)) => {
+                                        tracing::debug!(%peer, "https handshake failed: {e}");
+                                        open.fetch_sub(1, Ordering::Relaxed);
+                                        return;
+                                    }
+                                    Err(_) => {
+                                        tracing::debug!(%peer, "https handshake timed out");
+                                        open.fetch_sub(1, Ordering::Relaxed);
+                                        return;
+                                    }
+                                }
+                            }
+                        };
                         let io = hyper_util::rt::TokioIo::new(stream);
                         let service = hyper::service::service_fn(move |req| {
                             let node = node.clone();
@@ -129,6 +154,10 @@ pub async fn serve(listener: TcpListener, node: Arc<dyn Node>, mut shutdown: wat
         }
     }
 }
+
+/// A connection of the API: plain TCP, or TLS on `--management-tls-port`.
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
 
 /// An API error: status, RabbitMQ's `error` word and a reason.
 #[derive(Debug)]

@@ -1029,7 +1029,7 @@ fn overview(node: &dyn Node, who: &Identity) -> ApiResult {
         .listeners()
         .iter()
         .map(|(p, a)| {
-            json!({"node": node.node_name(), "protocol": if p.starts_with("amqp") { p.as_str() } else { "http" }, "ip_address": a.ip().to_string(), "port": a.port()})
+            json!({"node": node.node_name(), "protocol": p.as_str(), "ip_address": a.ip().to_string(), "port": a.port()})
         })
         .collect();
     ok_json(json!({

@@ -148,6 +148,12 @@ pub struct Config {
     #[arg(long, env = "WARREN_MANAGEMENT_PORT")]
     pub management_port: Option<u16>,
 
+    /// HTTPS port of the management API and console (RabbitMQ's management.ssl.port, usually
+    /// 15671), with the certificate of --tls-cert and --tls-key; 0 picks a free port (reported in
+    /// the startup line). Off unless given; the plain HTTP port stays open beside it.
+    #[arg(long, env = "WARREN_MANAGEMENT_TLS_PORT", requires = "tls_cert")]
+    pub management_tls_port: Option<u16>,
+
     /// Prometheus metrics port (RabbitMQ's 15692); 0 picks a free port (reported in the startup
     /// line). Without this flag the default port is tried and skipped with a warning when taken.
     #[arg(long, env = "WARREN_PROMETHEUS_PORT")]

@@ -184,6 +184,25 @@ pub fn bind_management(config: &Config) -> anyhow::Result<Option<TcpListener>> {
     }
 }
 
+/// The management API's listeners and the control file's secret, for `run`.
+pub struct Management {
+    pub listener: TcpListener,
+    pub secret: String,
+    /// `--management-tls-port`: the HTTPS listener and its acceptor.
+    pub tls: Option<(TcpListener, tokio_rustls::TlsAcceptor)>,
+}
+
+/// Binds the management API's HTTPS listener (`--management-tls-port`) with its acceptor, or None
+/// when it is not asked for or the management API is off.
+pub fn bind_management_tls(config: &Config) -> anyhow::Result<Option<(TcpListener, tokio_rustls::TlsAcceptor)>> {
+    let Some(port) = config.management_tls_port.filter(|_| !config.no_management) else { return Ok(None) };
+    let Some(acceptor) = tls::https_acceptor(config)? else { return Ok(None) };
+    let l = listen(SocketAddr::from(([0u16; 8], port)))
+        .or_else(|_| listen(SocketAddr::from(([0, 0, 0, 0], port))))
+        .map_err(|e| anyhow::anyhow!("cannot listen on management TLS port {port}: {e}"))?;
+    Ok(Some((l, acceptor)))
+}
+
 /// Holds the data directory's lock for as long as it lives.
 pub struct DataDirLock(#[allow(dead_code)] nix::fcntl::Flock<std::fs::File>);
 
@@ -282,7 +301,7 @@ pub async fn run(
     config: Config,
     broker: Broker,
     listeners: Vec<AmqpListener>,
-    mgmt: Option<(TcpListener, String)>,
+    mgmt: Option<Management>,
     prometheus: Option<TcpListener>,
     stop: Arc<watch::Sender<bool>>,
 ) -> anyhow::Result<()> {
@@ -315,19 +334,25 @@ pub async fn run(
     let mut addrs: Vec<(String, SocketAddr)> =
         listeners.iter().filter_map(|l| Some((l.protocol().to_owned(), l.tcp.local_addr().ok()?))).collect();
     let mgmt_task = match mgmt {
-        Some((listener, secret)) => {
+        Some(Management { listener, secret, tls }) => {
             if let Ok(a) = listener.local_addr() {
                 addrs.push(("http".to_owned(), a));
             }
-            let node = control::ServerNode {
+            if let Some(a) = tls.as_ref().and_then(|(l, _)| l.local_addr().ok()) {
+                addrs.push(("https".to_owned(), a));
+            }
+            let node: Arc<dyn mgmt::Node> = Arc::new(control::ServerNode {
                 shared: shared.clone(),
                 listeners: addrs,
                 secret,
                 node_name: control::node_name(),
                 started_at_ms: now_ms(),
                 shutdown: stop.clone(),
-            };
-            Some(tokio::spawn(mgmt::serve(listener, Arc::new(node), shutdown.clone())))
+            });
+            if let Some((l, acceptor)) = tls {
+                tokio::spawn(mgmt::serve(l, node.clone(), shutdown.clone(), Some(acceptor)));
+            }
+            Some(tokio::spawn(mgmt::serve(listener, node, shutdown.clone(), None)))
         }
         None => None,
     };

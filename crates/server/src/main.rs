@@ -4,7 +4,9 @@
 use clap::Parser;
 use std::sync::Arc;
 
-use warren_server::{bind, bind_management, control, lock_data_dir, open_broker, run, Config};
+use warren_server::{
+    bind, bind_management, bind_management_tls, control, lock_data_dir, open_broker, run, Config, Management,
+};
 
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
@@ -40,6 +42,7 @@ fn main() -> anyhow::Result<()> {
             })
             .collect();
         let mgmt_listener = bind_management(&config)?;
+        let mgmt_tls = if mgmt_listener.is_some() { bind_management_tls(&config)? } else { None };
         let prometheus_listener = warren_server::prometheus::bind(&config)?;
         let secret = control::new_secret();
         let mut _control_file = None;
@@ -50,6 +53,9 @@ fn main() -> anyhow::Result<()> {
                 Some(control::write_control_file(&config.data_dir, a, &secret).map_err(|e| {
                     anyhow::anyhow!("cannot write the control file in {}: {e}", config.data_dir.display())
                 })?);
+        }
+        if let Some(a) = mgmt_tls.as_ref().and_then(|(l, _)| l.local_addr().ok()) {
+            addrs.push(format!("mgmt_tls={a}"));
         }
         if let Some(a) = prometheus_listener.as_ref().and_then(|l| l.local_addr().ok()) {
             addrs.push(format!("prometheus={a}"));
@@ -68,7 +74,8 @@ fn main() -> anyhow::Result<()> {
             tracing::info!("shutting down");
             let _ = on_signal.send(true);
         });
-        run(config, broker, listeners, mgmt_listener.map(|l| (l, secret)), prometheus_listener, stop).await
+        let mgmt = mgmt_listener.map(|listener| Management { listener, secret, tls: mgmt_tls });
+        run(config, broker, listeners, mgmt, prometheus_listener, stop).await
     })
 }
 

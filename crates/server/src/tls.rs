@@ -1,5 +1,6 @@
 //! AMQPS: the TLS acceptor for `--tls-cert`/`--tls-key` (rustls, TLS 1.2 and 1.3), with
-//! client-certificate verification against `--tls-ca`.
+//! client-certificate verification against `--tls-ca`; and the management API's HTTPS acceptor
+//! (`--management-tls-port`), with the same certificate.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -13,6 +14,16 @@ use crate::Config;
 
 /// The acceptor the configuration asks for, or None when AMQPS is off.
 pub fn acceptor(config: &Config) -> anyhow::Result<Option<TlsAcceptor>> {
+    server_config(config, true)
+}
+
+/// The HTTPS acceptor of the management API (`--management-tls-port`): the same certificate,
+/// offering HTTP/1.1, without asking for client certificates (the API logs in with a password).
+pub fn https_acceptor(config: &Config) -> anyhow::Result<Option<TlsAcceptor>> {
+    server_config(config, false)
+}
+
+fn server_config(config: &Config, client_auth: bool) -> anyhow::Result<Option<TlsAcceptor>> {
     let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) else { return Ok(None) };
     let chain = certificates(cert)?;
     let key = private_key(key)?;
@@ -20,7 +31,8 @@ pub fn acceptor(config: &Config) -> anyhow::Result<Option<TlsAcceptor>> {
     let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .context("TLS protocol versions")?;
-    let builder = match &config.tls_ca {
+    let ca = config.tls_ca.as_ref().filter(|_| client_auth);
+    let builder = match ca {
         None => builder.with_no_client_auth(),
         Some(ca) => {
             let mut roots = rustls::RootCertStore::empty();
@@ -32,9 +44,12 @@ pub fn acceptor(config: &Config) -> anyhow::Result<Option<TlsAcceptor>> {
             builder.with_client_cert_verifier(verifier.build().context("client certificate verifier")?)
         }
     };
-    let server = builder
+    let mut server = builder
         .with_single_cert(chain, key)
         .with_context(|| format!("{} does not match {}", display(&config.tls_key), display(&config.tls_cert)))?;
+    if !client_auth {
+        server.alpn_protocols = vec![b"http/1.1".to_vec()];
+    }
     Ok(Some(TlsAcceptor::from(Arc::new(server))))
 }
 
