@@ -478,3 +478,34 @@ def test_cluster_name_and_global_parameters(broker_factory):
     ok(node, "start_app")
     assert Api(node).ok("GET", "/global-parameters") == []
     assert Api(node).ok("GET", "/cluster-name")["name"] == default
+
+
+def test_health_checks_as_rabbitmq_diagnostics(node):
+    """The rabbitmq-diagnostics health checks container probes use: exit 0 with RabbitMQ's text
+    when healthy, 69 when not (the app stopped, an alarm in effect)."""
+    name = Api(node).ok("GET", "/overview")["node"]
+    assert ok(node, "check_running") == "RabbitMQ on node %s is fully booted and running\n" % name
+    assert ok(node, "check_local_alarms") == "Node %s reported no local alarms\n" % name
+    assert ok(node, "check_alarms") == "Node %s reported no alarms, local or clustered\n" % name
+    assert ok(node, "check_virtual_hosts") == "Node %s reported all vhosts as running\n" % name
+    out = ok(node, "check_port_connectivity")
+    assert out.startswith("Successfully connected to ports ") and str(node.port) in out, out
+    assert str(node.mgmt_port) in out, out
+    listeners = ok(node, "-q", "listeners")
+    assert "port: %d, protocol: amqp, purpose: AMQP 0-9-1" % node.port in listeners, listeners
+    assert ok(node, "-q", "server_version").strip() == Api(node).ok("GET", "/overview")["rabbitmq_version"]
+
+    ok(node, "set_vm_memory_high_watermark", "absolute", "1MiB")
+    assert wait_for(5, lambda: node_resources(node)["mem_alarm"])
+    r = ctl(node, "check_local_alarms")
+    assert r.returncode == 69 and "memory resource limit alarm on node %s" % name in r.stderr, (r.stdout, r.stderr)
+    assert "memory resource limit alarm" in ok(node, "alarms")
+    ok(node, "set_vm_memory_high_watermark", "0.9")
+    assert wait_for(5, lambda: not node_resources(node)["mem_alarm"])
+    ok(node, "check_alarms")
+
+    ok(node, "stop_app")
+    r = ctl(node, "check_running")
+    assert r.returncode == 69 and "is not running" in r.stderr, (r.stdout, r.stderr)
+    ok(node, "start_app")
+    ok(node, "check_running")

@@ -202,6 +202,30 @@ const COMMANDS: &[Command] = &[
         about: "Starts message tracing (the firehose, amq.rabbitmq.trace)",
     },
     Command { name: "trace_off", args: "[-p <vhost>]", about: "Stops message tracing" },
+    Command {
+        name: "check_running",
+        args: "",
+        about: "Health check: the broker application is booted and running (rabbitmq-diagnostics)",
+    },
+    Command {
+        name: "check_local_alarms",
+        args: "",
+        about: "Health check: no resource alarm (memory, disk) is in effect on the node",
+    },
+    Command {
+        name: "check_alarms",
+        args: "",
+        about: "Health check: no resource alarm is in effect in the cluster (this node)",
+    },
+    Command { name: "alarms", args: "", about: "Lists resource alarms in effect" },
+    Command {
+        name: "check_port_connectivity",
+        args: "",
+        about: "Health check: every listener of the node accepts TCP connections",
+    },
+    Command { name: "check_virtual_hosts", args: "", about: "Health check: every virtual host is running" },
+    Command { name: "listeners", args: "", about: "Lists the node's listeners and their protocols" },
+    Command { name: "server_version", args: "", about: "Prints the RabbitMQ version the node is compatible with" },
     Command { name: "set_cluster_name", args: "<name>", about: "Sets the cluster name" },
     Command {
         name: "set_global_parameter",
@@ -1331,6 +1355,130 @@ impl Ctl {
                     .map(|c| (c.to_string(), c.to_string()))
                     .collect();
                 self.table(items.as_array().map_or(&[], Vec::as_slice), &cols);
+                Ok(())
+            }
+            "check_running" => {
+                self.need(0, 0)?;
+                let name = self.node_name()?;
+                let n = self.call("GET", &format!("/nodes/{}", enc(&name)), None)?;
+                if n["running"] != true {
+                    return Err(Failure(
+                        EX_UNAVAILABLE,
+                        format!("RabbitMQ on node {name} is not running or has not fully booted yet"),
+                    ));
+                }
+                println!("RabbitMQ on node {name} is fully booted and running");
+                Ok(())
+            }
+            "check_local_alarms" | "check_alarms" | "alarms" => {
+                self.need(0, 0)?;
+                let name = self.node_name()?;
+                let n = self.call("GET", &format!("/nodes/{}", enc(&name)), None)?;
+                let alarms: Vec<&str> = [("memory", "mem_alarm"), ("disk", "disk_free_alarm")]
+                    .into_iter()
+                    .filter(|(_, key)| n[*key] == true)
+                    .map(|(alarm, _)| alarm)
+                    .collect();
+                if self.args.json {
+                    println!(
+                        "{}",
+                        json!(alarms.iter().map(|a| json!({"node": name, "resource": a})).collect::<Vec<_>>())
+                    );
+                } else if alarms.is_empty() {
+                    println!(
+                        "Node {name} reported no {}",
+                        if cmd.name == "check_local_alarms" { "local alarms" } else { "alarms, local or clustered" }
+                    );
+                } else if cmd.name == "alarms" {
+                    for a in &alarms {
+                        println!("{a} resource limit alarm on node {name}");
+                    }
+                }
+                if !alarms.is_empty() && cmd.name != "alarms" {
+                    let list: Vec<String> =
+                        alarms.iter().map(|a| format!("{a} resource limit alarm on node {name}")).collect();
+                    return Err(Failure(EX_UNAVAILABLE, format!("Activated alarms:\n{}", list.join("\n"))));
+                }
+                Ok(())
+            }
+            "check_port_connectivity" => {
+                self.need(0, 0)?;
+                let o = self.call("GET", "/overview", None)?;
+                let name = o["node"].as_str().unwrap_or("").to_owned();
+                // The listeners bind every address; reach them where warrenctl reaches the API.
+                let host = self.target.addr.rsplit_once(':').map_or("127.0.0.1", |(h, _)| h).to_owned();
+                let mut ok_ports = Vec::new();
+                let mut failed = Vec::new();
+                for l in o["listeners"].as_array().cloned().unwrap_or_default() {
+                    let port = l["port"].as_u64().unwrap_or(0);
+                    let addr = format!("{host}:{port}");
+                    let reached =
+                        std::net::ToSocketAddrs::to_socket_addrs(&addr).ok().and_then(|mut a| a.next()).is_some_and(
+                            |a| std::net::TcpStream::connect_timeout(&a, std::time::Duration::from_secs(5)).is_ok(),
+                        );
+                    if reached {
+                        ok_ports.push(port.to_string());
+                    } else {
+                        failed.push(format!("{} on port {port}", cell(&l["protocol"])));
+                    }
+                }
+                if !failed.is_empty() {
+                    return Err(Failure(
+                        EX_UNAVAILABLE,
+                        format!("Connection to ports of node {name} failed: {}", failed.join(", ")),
+                    ));
+                }
+                println!("Successfully connected to ports {} on node {name}.", ok_ports.join(", "));
+                Ok(())
+            }
+            "check_virtual_hosts" => {
+                self.need(0, 0)?;
+                let name = self.node_name()?;
+                let vhosts = self.call("GET", "/vhosts", None)?;
+                let down: Vec<String> = vhosts
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter(|v| v["cluster_state"].as_object().is_some_and(|m| m.values().any(|s| s != "running")))
+                    .map(|v| cell(&v["name"]))
+                    .collect();
+                if !down.is_empty() {
+                    return Err(Failure(EX_UNAVAILABLE, format!("Some virtual hosts are down: {}", down.join(", "))));
+                }
+                println!("Node {name} reported all vhosts as running");
+                Ok(())
+            }
+            "listeners" => {
+                self.need(0, 0)?;
+                let o = self.call("GET", "/overview", None)?;
+                let listeners = o["listeners"].as_array().cloned().unwrap_or_default();
+                if self.args.json {
+                    println!("{}", Value::Array(listeners));
+                    return Ok(());
+                }
+                self.info(format!("Asking node {} to report its protocol listeners ...", cell(&o["node"])));
+                for l in &listeners {
+                    let purpose = match l["protocol"].as_str().unwrap_or("") {
+                        "amqp" => "AMQP 0-9-1",
+                        "amqp/ssl" => "AMQP 0-9-1 over TLS",
+                        "http" => "HTTP API",
+                        "https" => "HTTP API over TLS (HTTPS)",
+                        _ => "",
+                    };
+                    println!(
+                        "Interface: {}, port: {}, protocol: {}, purpose: {purpose}",
+                        cell(&l["ip_address"]),
+                        cell(&l["port"]),
+                        cell(&l["protocol"])
+                    );
+                }
+                Ok(())
+            }
+            "server_version" => {
+                self.need(0, 0)?;
+                let o = self.call("GET", "/overview", None)?;
+                self.info(format!("Asking node {} for its RabbitMQ version...", cell(&o["node"])));
+                println!("{}", cell(&o["rabbitmq_version"]));
                 Ok(())
             }
             "set_cluster_name" => {
