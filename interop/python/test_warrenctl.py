@@ -488,6 +488,7 @@ def test_health_checks_as_rabbitmq_diagnostics(node):
     assert ok(node, "check_local_alarms") == "Node %s reported no local alarms\n" % name
     assert ok(node, "check_alarms") == "Node %s reported no alarms, local or clustered\n" % name
     assert ok(node, "check_virtual_hosts") == "Node %s reported all vhosts as running\n" % name
+    assert Api(node).ok("GET", "/vhosts/%2F")["cluster_state"] == {name: "running"}
     out = ok(node, "check_port_connectivity")
     assert out.startswith("Successfully connected to ports ") and str(node.port) in out, out
     assert str(node.mgmt_port) in out, out

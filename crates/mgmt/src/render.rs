@@ -109,7 +109,8 @@ pub fn vhost(b: &Broker, name: &str) -> Value {
         "metadata": {"description": meta.description, "tags": meta.tags, "default_queue_type": dqt},
         "default_queue_type": dqt,
         "tracing": b.is_tracing(name),
-        "cluster_state": {},
+        // RabbitMQ: each node's state of the vhost; this node runs every vhost it has.
+        "cluster_state": {b.config.node_name.clone(): "running"},
         "messages": ready + unacked,
         "messages_ready": ready,
         "messages_unacknowledged": unacked,
