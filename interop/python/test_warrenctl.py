@@ -510,3 +510,15 @@ def test_health_checks_as_rabbitmq_diagnostics(node):
     assert r.returncode == 69 and "is not running" in r.stderr, (r.stdout, r.stderr)
     ok(node, "start_app")
     ok(node, "check_running")
+
+
+def test_scripts_written_for_rabbitmqctl_work_through_a_symlink(node, tmp_path):
+    """A script that calls rabbitmqctl or rabbitmq-diagnostics by name works when those names are
+    symlinks to warrenctl."""
+    for tool, args, expect in (("rabbitmqctl", ("-q", "list_users"), "guest\t[administrator]"),
+                               ("rabbitmq-diagnostics", ("check_running",), "fully booted and running")):
+        link = tmp_path / tool
+        link.symlink_to(warrenctl_binary())
+        env = dict(os.environ, WARREN_DATA_DIR=node.data_dir)
+        r = subprocess.run([str(link), *args], capture_output=True, text=True, env=env, timeout=60)
+        assert r.returncode == 0 and expect in r.stdout, (tool, r.returncode, r.stdout, r.stderr)
