@@ -522,3 +522,27 @@ def test_scripts_written_for_rabbitmqctl_work_through_a_symlink(node, tmp_path):
         env = dict(os.environ, WARREN_DATA_DIR=node.data_dir)
         r = subprocess.run([str(link), *args], capture_output=True, text=True, env=env, timeout=60)
         assert r.returncode == 0 and expect in r.stdout, (tool, r.returncode, r.stdout, r.stderr)
+
+
+def test_blocked_connection_outlives_its_heartbeat_timeout(node):
+    """A publisher blocked by a resource alarm is not read from, so its heartbeats wait in the
+    socket; as RabbitMQ pauses its heartbeat monitor while blocked, the unread time is not
+    silence: blocked for four heartbeat intervals, the connection is still there when the alarm
+    clears, and its publish goes through."""
+    name = Api(node).ok("GET", "/overview")["node"]
+    conn = node.connect(heartbeat=1, blocked_connection_timeout=60)
+    ch = conn.channel()
+    ch.queue_declare("after-block")
+    blocked = []
+    conn.add_on_connection_blocked_callback(lambda *a: blocked.append(1))
+    ok(node, "set_vm_memory_high_watermark", "absolute", "1MiB")
+    assert wait_for(5, lambda: Api(node).ok("GET", "/nodes/" + name)["mem_alarm"])
+    ch.basic_publish("", "after-block", b"1")
+    assert wait_for(5, lambda: blocked, pump=conn)
+    conn.sleep(4.0)
+    ok(node, "set_vm_memory_high_watermark", "0.9")
+    ch.basic_publish("", "after-block", b"2")
+    conn.sleep(1.5)
+    assert conn.is_open
+    assert ch.queue_declare("after-block", passive=True).method.message_count == 2
+    conn.close()

@@ -838,6 +838,10 @@ impl Conn {
                     r = alarms.changed() => if r.is_err() { return Err("alarm monitor stopped".into()) },
                     _ = &mut shutdown, if !shutting_down => shutting_down = true,
                 }
+                // As RabbitMQ pauses its heartbeat monitor while a connection is blocked: the
+                // unread time does not count as silence.
+                silent_checks = 0;
+                next_check = tokio::time::Instant::now() + check_every.unwrap_or(Duration::from_secs(86_400));
                 if !shutting_down {
                     continue;
                 }
