@@ -108,13 +108,8 @@ pub fn export(b: &Broker, vhost: Option<&str>) -> Value {
         );
         o.insert("permissions".into(), Value::Array(render::all_permissions(b)));
         o.insert("topic_permissions".into(), Value::Array(render::topic_permissions(b)));
-        let params: Vec<Value> = b
-            .global_parameters()
-            .into_iter()
-            .map(|(name, value)| {
-                json!({"name": name, "value": serde_json::from_str::<Value>(&value).unwrap_or(Value::Null)})
-            })
-            .collect();
+        let params: Vec<Value> =
+            b.global_parameters().iter().map(|(name, value)| render::global_parameter(name, value)).collect();
         o.insert("global_parameters".into(), Value::Array(params));
     }
     out

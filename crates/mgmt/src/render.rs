@@ -483,6 +483,11 @@ fn queue_type(q: &broker::queue::Queue) -> &'static str {
     }
 }
 
+/// A global parameter as the API and the definitions show it: its value as JSON, not as text.
+pub(crate) fn global_parameter(name: &str, value: &str) -> Value {
+    json!({"name": name, "value": serde_json::from_str::<Value>(value).unwrap_or(Value::Null)})
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -34,12 +34,12 @@ pub fn route(node: &dyn Node, r: &Req) -> ApiResult {
         (&M::GET, ["global-parameters"]) => {
             who.require_admin()?;
             let items = with(node, |b, _| b.global_parameters());
-            ok_json(Value::Array(items.iter().map(|(n, v)| global_parameter_json(n, v)).collect()))
+            ok_json(Value::Array(items.iter().map(|(n, v)| render::global_parameter(n, v)).collect()))
         }
         (&M::GET, ["global-parameters", name]) => {
             who.require_admin()?;
             match with(node, |b, _| b.global_parameter(name).map(str::to_owned)) {
-                Some(v) => ok_json(global_parameter_json(name, &v)),
+                Some(v) => ok_json(render::global_parameter(name, &v)),
                 None => Err(ApiError::not_found()),
             }
         }
@@ -1257,9 +1257,4 @@ fn node_control(node: &dyn Node, action: &str) -> ApiResult {
 
 fn cluster_name(node: &dyn Node) -> String {
     with(node, |b, _| b.cluster_name())
-}
-
-/// A global parameter as the API shows it: its value as JSON, not as text.
-fn global_parameter_json(name: &str, value: &str) -> Value {
-    json!({"name": name, "value": serde_json::from_str::<Value>(value).unwrap_or(Value::Null)})
 }
